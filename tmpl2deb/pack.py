@@ -1,0 +1,267 @@
+"""pack: a root filesystem (directory or tarball) becomes a template .deb, streamed in one pass."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import BinaryIO, NoReturn
+
+from tmpl2deb import debformat, rootfs
+from tmpl2deb.errors import CommandError, FormatError, MetadataError, PrivilegeError
+from tmpl2deb.metadata import (
+    DEFAULT_MAINTAINER,
+    PackageInfo,
+    TemplateMetadata,
+    check_package,
+    check_version,
+    deb_filename,
+    package_name,
+    render_control,
+)
+from tmpl2deb.run import Process, run, spawn
+from tmpl2deb.tarstream import Action, Member, TarFilter, pump, writer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEVEL = 3
+_PLACEHOLDER_SHA = "0" * 64
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PackOptions:
+    """What the user asked pack to do; mtime is the resolved SOURCE_DATE_EPOCH."""
+
+    name: str
+    mtime: int
+    output: Path
+    version: str = ""
+    architecture: str = ""
+    package: str = ""
+    features: tuple[str, ...] = ()
+    parent: str = ""
+    signature: str = ""
+    excludes: rootfs.ExcludeRules = rootfs.ExcludeRules(rootfs.DEFAULT_EXCLUDES)
+    level: int = DEFAULT_LEVEL
+    maintainer: str = DEFAULT_MAINTAINER
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.level <= 19:
+            raise MetadataError("level", f"{self.level} is not a zstd level from 1 to 19")
+        if self.version:
+            check_version(self.version)
+        if self.package:
+            check_package(self.package)
+
+
+def default_version(mtime: int) -> str:
+    """A version that grows with the build date: 0+YYYYMMDD.HHMMSS."""
+    return time.strftime("0+%Y%m%d.%H%M%S", time.gmtime(mtime))
+
+
+def build_date(mtime: int) -> str:
+    """The build date as ISO 8601 UTC."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mtime))
+
+
+def pack(source: Path, options: PackOptions) -> Path:
+    """Pack SOURCE into a template .deb in options.output and return its path."""
+    rootfs.check_tree(source)
+    package = options.package or package_name(options.name)
+    draft = _draft_metadata(options, package)
+    space = len(debformat.control_tar(render_control(draft, _PLACEHOLDER_INFO), options.mtime))
+    log.info("Packing %s into a template for image %s", source, options.name)
+    with _output_file(options.output) as (out, tmp_path):
+        writer_ = debformat.DebWriter(out, package, options.mtime, space)
+        writer_.begin_payload()
+        stream = _stream_payload(source, options, out)
+        payload_size = writer_.end_payload()
+        meta, manifest = _finish_metadata(draft, stream, options)
+        writer_.add_file(debformat.MANIFEST, manifest)
+        writer_.add_file(debformat.METADATA, meta.to_json().encode())
+        installed = _installed_size(payload_size, len(manifest), len(meta.to_json()))
+        info = PackageInfo(maintainer=options.maintainer, installed_size=installed)
+        writer_.finish(render_control(meta, info))
+        target = options.output / deb_filename(meta.package, meta.version, meta.architecture)
+        tmp_path.rename(target)
+    ratio = payload_size / max(stream.size, 1)
+    log.info(
+        "Wrote %s: %d files, rootfs tar %.1f MiB, payload %.1f MiB (%.0f %%)",
+        target, stream.members, stream.size / 2**20, payload_size / 2**20, 100 * ratio,
+    )  # fmt: skip
+    return target
+
+
+_PLACEHOLDER_INFO = PackageInfo(maintainer=DEFAULT_MAINTAINER, installed_size=10**12)
+
+
+def _draft_metadata(options: PackOptions, package: str) -> TemplateMetadata:
+    """The metadata with every field not yet known at its widest, to reserve control space."""
+    return TemplateMetadata(
+        package=package,
+        version=options.version or default_version(options.mtime),
+        architecture=options.architecture or "x" * 32,
+        image=options.name,
+        build_date=build_date(options.mtime),
+        distro="x" * 64,
+        suite="x" * 64,
+        rootfs_sha256=_PLACEHOLDER_SHA,
+        rootfs_size=10**15,
+        rootfs_files=10**12,
+        packages=10**9,
+        manifest_sha256=_PLACEHOLDER_SHA,
+        features=options.features,
+        excludes=options.excludes.patterns,
+        parent=options.parent,
+        signature=options.signature,
+    )
+
+
+def _installed_size(payload: int, *small: int) -> int:
+    """Installed-Size in KiB the way dpkg-gencontrol counts: per file rounded up, 1 per dir."""
+    dirs = len(debformat.TEMPLATES_DIR.split("/")) + 1
+    return sum(-(-size // 1024) for size in (payload, *small)) + dirs
+
+
+@contextmanager
+def _output_file(output: Path) -> Iterator[tuple[BinaryIO, Path]]:
+    """A temporary file in the output directory, removed unless the caller renamed it."""
+    if not output.is_dir():
+        raise FormatError(f"output directory {output} does not exist; create it first")
+    try:
+        fd, name = tempfile.mkstemp(dir=output, prefix=".tmpl2deb-", suffix=".deb.part")
+    except OSError as err:
+        raise FormatError(f"cannot write to {output}: {err.strerror}") from err
+    path = Path(name)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a .deb is world-readable
+        with os.fdopen(fd, "w+b") as out:
+            yield out, path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _stream_payload(source: Path, options: PackOptions, out: BinaryIO) -> TarFilter:
+    """Run source | filter | zstd into out's file descriptor; return the finished filter."""
+    zstd = ["zstd", "--quiet", "--threads=0", f"-{options.level}", "--stdout"]
+    with ExitStack() as stack:
+        read_fd, producer, decide = _open_source(source, options, stack)
+        compressor = stack.enter_context(spawn(zstd, stdin=subprocess.PIPE, stdout=out))
+        tar_filter = TarFilter(
+            writer(compressor.stdin.fileno()), decide=decide, capture=rootfs.CAPTURED
+        )
+        try:
+            pump(read_fd, tar_filter, progress=_progress)
+        except (BrokenPipeError, FormatError) as err:
+            _raise_tool_failure([producer, compressor], err)
+        if producer is not None:
+            _wait_reader(producer)
+        compressor.stdin.close()
+        compressor.wait()
+    return tar_filter
+
+
+def _progress(done: int) -> None:
+    log.info("... %d MiB of rootfs tar packed", done >> 20)
+
+
+def _open_source(
+    source: Path, options: PackOptions, stack: ExitStack
+) -> tuple[int, Process | None, Callable[[Member], Action]]:
+    """The readable fd of the rootfs tar stream, the process producing it, the filter rule."""
+    if source.is_dir():
+        listing = stack.enter_context(tempfile.NamedTemporaryFile(prefix="tmpl2deb-list-"))
+        count = rootfs.walk(source, options.excludes, listing)  # type: ignore[arg-type]
+        listing.flush()
+        log.debug("%d entries to pack from %s", count, source)
+        argv = rootfs.tar_create_argv(source, Path(listing.name), options.mtime)
+        tar = stack.enter_context(spawn(argv))
+        return tar.stdout.fileno(), tar, options.excludes.empty_decider()
+    decide = options.excludes.stream_decider()
+    argv_ = rootfs.decompress_argv(source)
+    if argv_ is None:
+        return stack.enter_context(source.open("rb")).fileno(), None, decide
+    decompressor = stack.enter_context(spawn(argv_))
+    return decompressor.stdout.fileno(), decompressor, decide
+
+
+def _wait_reader(process: Process) -> None:
+    """Wait for tar or the decompressor; a permission problem becomes a PrivilegeError."""
+    try:
+        process.wait()
+    except CommandError as err:
+        if "Permission denied" in str(err) and os.geteuid() != 0:
+            raise PrivilegeError(
+                f"cannot read every file of the rootfs ({err}); pack as root (sudo)"
+            ) from err
+        raise
+
+
+def _raise_tool_failure(processes: list[Process | None], err: Exception) -> NoReturn:
+    """A pipeline broke: report the tool that failed rather than the broken pipe."""
+    for process in processes:
+        if process is None:
+            continue
+        for stream in (process.popen.stdin, process.popen.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        _wait_reader(process)
+    raise err
+
+
+def _finish_metadata(
+    draft: TemplateMetadata, stream: TarFilter, options: PackOptions
+) -> tuple[TemplateMetadata, bytes]:
+    """Fill the draft with what the stream revealed: digest, counts, distro, manifest."""
+    status = stream.captured.get(rootfs.DPKG_STATUS, b"")
+    packages = rootfs.installed_packages(status)
+    manifest = rootfs.render_manifest(packages)
+    os_release = _os_release(stream)
+    architecture = options.architecture or _dpkg_architecture(packages)
+    meta = replace(
+        draft,
+        architecture=architecture,
+        distro=os_release.get("ID", "unknown"),
+        suite=os_release.get("VERSION_CODENAME") or os_release.get("VERSION_ID") or "unknown",
+        rootfs_sha256=stream.sha256.hexdigest(),
+        rootfs_size=stream.size,
+        rootfs_files=stream.members,
+        packages=len(packages),
+        manifest_sha256=hashlib.sha256(manifest).hexdigest(),
+    )
+    if not packages:
+        log.warning("the rootfs has no dpkg status: the template's manifest is empty")
+    return meta, manifest
+
+
+def _os_release(stream: TarFilter) -> dict[str, str]:
+    for name in rootfs.OS_RELEASE:
+        if name in stream.captured:
+            return rootfs.parse_os_release(stream.captured[name].decode(errors="replace"))
+    log.warning("the rootfs has no /etc/os-release: distro and suite are 'unknown'")
+    return {}
+
+
+def _dpkg_architecture(packages: list[tuple[str, str, str]]) -> str:
+    """The rootfs' native architecture (that of its dpkg), else the host's."""
+    for name, _version, arch in packages:
+        if name == "dpkg":
+            return arch
+    host = run(["dpkg", "--print-architecture"], capture=True).stdout.strip()
+    log.info("no dpkg in the rootfs: using the host architecture %s", host)
+    return host

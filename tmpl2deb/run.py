@@ -1,0 +1,170 @@
+"""The only place that starts external programs: run() to completion, or spawn() for pipelines."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from tmpl2deb.errors import CommandError
+
+log = logging.getLogger(__name__)
+
+# The Debian package that provides each tool we call, for the "not found" hint.
+TOOL_PACKAGES = {
+    "tar": "tar",
+    "zstd": "zstd",
+    "gzip": "gzip",
+    "xz": "xz-utils",
+    "dpkg-deb": "dpkg",
+    "dpkg": "dpkg",
+    "apt-get": "apt",
+    "reprepro": "reprepro",
+    "gpg": "gpg",
+    "mmdebstrap": "mmdebstrap",
+}
+
+StrPath = str | os.PathLike[str]
+
+
+def find_tool(name: str) -> str:
+    """Return the absolute path of NAME on PATH, or raise CommandError naming its package."""
+    path = shutil.which(name)
+    if path is None:
+        raise CommandError(_missing(name))
+    return path
+
+
+def _missing(name: str) -> str:
+    package = TOOL_PACKAGES.get(name, name)
+    return f"{name} not found; install package {package}"
+
+
+def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A minimal, predictable environment for external tools."""
+    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LC_ALL": "C.UTF-8"}
+    if extra:
+        env.update(extra)
+    return env
+
+
+def _argv(argv: Sequence[StrPath]) -> list[str]:
+    return [os.fspath(a) for a in argv]
+
+
+def _tail(text: str, lines: int = 5) -> str:
+    return " | ".join(text.strip().splitlines()[-lines:])
+
+
+def run(
+    argv: Sequence[StrPath],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+    capture: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run argv to completion; raise CommandError if it cannot start or exits non-zero."""
+    args = _argv(argv)
+    log.debug("+ %s", shlex.join(args))
+    try:
+        result = subprocess.run(
+            args,
+            cwd=cwd,
+            env=base_env(env),
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    except FileNotFoundError as err:
+        raise CommandError(_missing(args[0]), args) from err
+    if result.returncode != 0:
+        raise CommandError(
+            f"{args[0]} failed with exit code {result.returncode}: {_tail(result.stderr)}",
+            args,
+            result.returncode,
+        )
+    if result.stderr:
+        log.debug("%s: %s", args[0], result.stderr.rstrip())
+    return result
+
+
+class Process:
+    """A started process of a streaming pipeline; wait() raises like run() on failure."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], args: list[str], stderr: IO[bytes]):
+        self.popen = popen
+        self.args = args
+        self._stderr = stderr
+
+    @property
+    def stdin(self) -> IO[bytes]:
+        assert self.popen.stdin is not None
+        return self.popen.stdin
+
+    @property
+    def stdout(self) -> IO[bytes]:
+        assert self.popen.stdout is not None
+        return self.popen.stdout
+
+    def wait(self) -> None:
+        """Wait for the process; raise CommandError with its stderr tail on a non-zero exit."""
+        code = self.popen.wait()
+        self._stderr.seek(0)
+        text = self._stderr.read().decode(errors="replace")
+        if code != 0:
+            raise CommandError(
+                f"{self.args[0]} failed with exit code {code}: {_tail(text)}", self.args, code
+            )
+        if text:
+            log.debug("%s: %s", self.args[0], text.rstrip())
+
+
+@contextmanager
+def spawn(
+    argv: Sequence[StrPath],
+    *,
+    stdin: int | IO[Any] | None = None,
+    stdout: int | IO[Any] | None = None,
+    cwd: Path | None = None,
+) -> Iterator[Process]:
+    """Start argv for a streaming pipeline; it is killed if the block exits with an error.
+
+    stdin/stdout are file descriptors, file objects or subprocess.PIPE; None means /dev/null
+    for stdin and a pipe for stdout. stderr goes to an anonymous temporary file, so a chatty
+    tool can never block on a full pipe.
+    """
+    import tempfile
+
+    args = _argv(argv)
+    log.debug("+ %s", shlex.join(args))
+    with tempfile.TemporaryFile() as err:
+        try:
+            popen = subprocess.Popen(
+                args,
+                cwd=cwd,
+                env=base_env(),
+                stdin=subprocess.DEVNULL if stdin is None else stdin,
+                stdout=subprocess.PIPE if stdout is None else stdout,
+                stderr=err,
+            )
+        except FileNotFoundError as exc:
+            raise CommandError(_missing(args[0]), args) from exc
+        try:
+            yield Process(popen, args, err)
+        finally:
+            if popen.poll() is None:
+                popen.kill()
+                popen.wait()
+            for stream in (popen.stdin, popen.stdout):
+                if stream is not None:
+                    stream.close()

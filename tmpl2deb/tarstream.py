@@ -1,0 +1,359 @@
+"""A streaming walk over tar headers: hash and count the stream, drop or empty members, refuse unsafe ones."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from tmpl2deb.errors import FormatError, UnsafeArchiveError
+
+BLOCK = 512
+_EXTENSION_LIMIT = 1 << 20  # pax/GNU long-name headers are small; refuse absurd ones
+_CAPTURE_LIMIT = 64 << 20  # largest member kept in memory (dpkg status of a big image: a few MB)
+
+REGULAR = frozenset(b"07\0")
+HARDLINK, SYMLINK = ord("1"), ord("2")
+_MEMBER_TYPES = frozenset(b"01234567\0")
+_EXTENSIONS = frozenset(b"xLK")
+
+
+class Action(Enum):
+    """What the filter does with one member."""
+
+    KEEP = "keep"
+    DROP = "drop"
+    EMPTY = "empty"  # keep the entry and its metadata, drop the file contents
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One archive member as GNU tar will see it (names relative, without './')."""
+
+    name: bytes
+    type: int
+    linkname: bytes
+    size: int
+
+
+def normalize(name: bytes) -> bytes:
+    """'./etc/hosts' and 'etc/hosts/' become 'etc/hosts'; the root is b''."""
+    while name.startswith(b"./"):
+        name = name[2:]
+    name = name.rstrip(b"/")
+    return b"" if name == b"." else name
+
+
+def parse_number(field: bytes) -> int:
+    """A tar numeric field: octal text, or GNU base-256 when the high bit is set."""
+    if field and field[0] & 0x80:
+        value = field[0] & 0x7F
+        for byte in field[1:]:
+            value = (value << 8) | byte
+        return value
+    text = field.split(b"\0", 1)[0].strip(b" ")
+    try:
+        return int(text, 8) if text else 0
+    except ValueError as err:
+        raise FormatError(f"tar header has a bad number field {field!r}") from err
+
+
+def checksum(header: bytes | bytearray) -> int:
+    """The ustar header checksum, with the checksum field itself counted as spaces."""
+    return sum(header[:148]) + 8 * 32 + sum(header[156:BLOCK])
+
+
+def with_size(header: bytes, size: int) -> bytes:
+    """A copy of a 512-byte header with a new size and a recomputed checksum."""
+    block = bytearray(header)
+    block[124:136] = b"%011o\0" % size
+    block[148:156] = b"%06o\0 " % checksum(block)
+    return bytes(block)
+
+
+def _signed_checksum(header: bytes) -> int:
+    """Some old tars summed signed bytes; GNU tar accepts both, and so do we."""
+    return sum(b - 256 if b > 127 else b for b in header[:148] + header[156:BLOCK]) + 8 * 32
+
+
+def _parse_pax(data: bytes) -> dict[bytes, bytes]:
+    records: dict[bytes, bytes] = {}
+    pos = 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        if space < 0:
+            break
+        try:
+            length = int(data[pos:space])
+        except ValueError as err:
+            raise FormatError("tar archive has a malformed pax header") from err
+        if length <= 0:
+            raise FormatError("tar archive has a malformed pax header")
+        key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
+        records[key] = value
+        pos += length
+    return records
+
+
+class SafetyCheck:
+    """Refuses members that would land outside the extraction directory."""
+
+    def __init__(self) -> None:
+        self._symlinks: set[bytes] = set()
+        self._seen: set[bytes] = set()
+
+    def __call__(self, member: Member) -> None:
+        name = member.name
+        self._check_path(name, "path")
+        if member.type == HARDLINK:
+            target = normalize(member.linkname)
+            self._check_path(target, "hard link target")
+            if target not in self._seen or target in self._symlinks:
+                raise UnsafeArchiveError(
+                    f"member {_show(name)} is a hard link to {_show(target)}, "
+                    "which is not an earlier regular member of the archive"
+                )
+        if name in self._symlinks:
+            raise UnsafeArchiveError(f"member {_show(name)} replaces an earlier symlink")
+        self._seen.add(name)
+        if member.type == SYMLINK:
+            self._symlinks.add(name)
+
+    def _check_path(self, name: bytes, what: str) -> None:
+        if name.startswith(b"/"):
+            raise UnsafeArchiveError(f"member {what} {_show(name)} is absolute")
+        parts = name.split(b"/")
+        if b".." in parts:
+            raise UnsafeArchiveError(f"member {what} {_show(name)} contains '..'")
+        for depth in range(1, len(parts)):
+            if b"/".join(parts[:depth]) in self._symlinks:
+                raise UnsafeArchiveError(
+                    f"member {what} {_show(name)} goes through the symlink "
+                    f"{_show(b'/'.join(parts[:depth]))}"
+                )
+
+
+def _show(name: bytes) -> str:
+    return repr(name.decode(errors="backslashreplace"))
+
+
+class TarFilter:
+    """Feed tar bytes in chunks; the (possibly filtered) stream goes to write().
+
+    decide(member) picks KEEP/DROP/EMPTY (default KEEP); check(member) may raise to refuse
+    a member before any of its bytes are written. The sha256 and size cover the output.
+    Members whose names are in `capture` are also kept in memory (small files only).
+    """
+
+    def __init__(
+        self,
+        write: Callable[[bytes | memoryview], object],
+        *,
+        decide: Callable[[Member], Action] | None = None,
+        check: Callable[[Member], None] | None = None,
+        capture: frozenset[bytes] = frozenset(),
+    ) -> None:
+        self._write = write
+        self._decide = decide
+        self._check = check
+        self._capture_names = capture
+        self.captured: dict[bytes, bytes] = {}
+        self.captured_types: dict[bytes, int] = {}
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+        self.members = 0
+        self._out = bytearray()
+        self._pending = bytearray()  # bytes of a header or extension not complete yet
+        self._ext = bytearray()  # extension headers waiting for their member
+        self._pax: dict[bytes, bytes] = {}
+        self._longname: bytes | None = None
+        self._longlink: bytes | None = None
+        self._need = BLOCK  # bytes wanted for the current header/extension block
+        self._ext_type = 0
+        self._ext_size = 0
+        self._data_left = 0  # padded bytes of member data still to pass or skip
+        self._data_pass = True
+        self._capture: bytearray | None = None
+        self._capture_name = b""
+        self._capture_left = 0
+        self._ended = False
+
+    # -- output -------------------------------------------------------------------------
+    def _emit(self, data: bytes | bytearray | memoryview) -> None:
+        self._out += data
+        if len(self._out) >= 1 << 20:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._out:
+            self.sha256.update(self._out)
+            self.size += len(self._out)
+            self._write(self._out)
+            self._out = bytearray()
+
+    # -- input --------------------------------------------------------------------------
+    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
+        """Process the next chunk of the input stream."""
+        view = memoryview(chunk)
+        while view:
+            if self._ended:
+                self._emit(view)
+                return
+            if self._data_left:
+                view = self._pass_data(view)
+                continue
+            take = min(self._need - len(self._pending), len(view))
+            self._pending += view[:take]
+            view = view[take:]
+            if len(self._pending) == self._need:
+                block = bytes(self._pending)
+                self._pending.clear()
+                self._block(block)
+
+    def _pass_data(self, view: memoryview) -> memoryview:
+        take = min(self._data_left, len(view))
+        part = view[:take]
+        if self._data_pass:
+            if not self._out and take >= 1 << 16:
+                self.sha256.update(part)
+                self.size += take
+                self._write(part)
+            else:
+                self._emit(part)
+        if self._capture is not None:
+            keep = min(self._capture_left, take)
+            self._capture += part[:keep]
+            self._capture_left -= keep
+        self._data_left -= take
+        if not self._data_left and self._capture is not None:
+            self.captured[self._capture_name] = bytes(self._capture)
+            self._capture = None
+        return view[take:]
+
+    def finish(self) -> None:
+        """Check the stream ended cleanly and flush the output."""
+        if not self._ended or self._data_left or self._pending:
+            raise FormatError("tar archive is truncated (no end-of-archive marker)")
+        self._flush()
+
+    # -- headers ------------------------------------------------------------------------
+    def _block(self, block: bytes) -> None:
+        if self._ext_type:
+            self._extension_data(block)
+            return
+        if block.count(0) == BLOCK:
+            self._ended = True
+            self._emit(self._ext)  # nothing pending in a well-formed archive
+            self._emit(block)
+            return
+        if parse_number(block[148:156]) not in (checksum(block), _signed_checksum(block)):
+            raise FormatError("tar archive has a header with a bad checksum (corrupt payload?)")
+        kind = block[156] or ord("0")
+        size = parse_number(block[124:136])
+        if kind in _EXTENSIONS:
+            if size > _EXTENSION_LIMIT:
+                raise FormatError("tar archive has an oversized extension header")
+            self._ext += block
+            self._ext_type = kind
+            self._need = max(BLOCK, -(-size // BLOCK) * BLOCK)
+            self._ext_size = size
+            if size == 0:
+                self._extension_data(b"")
+            return
+        self._member(block, kind, size)
+
+    def _extension_data(self, data: bytes) -> None:
+        self._ext += data
+        payload = data[: self._ext_size]
+        if self._ext_type == ord("x"):
+            self._pax.update(_parse_pax(payload))
+        elif self._ext_type == ord("L"):
+            self._longname = payload.rstrip(b"\0")
+        else:
+            self._longlink = payload.rstrip(b"\0")
+        self._ext_type = 0
+        self._need = BLOCK
+
+    def _member(self, block: bytes, kind: int, size: int) -> None:
+        if kind not in _MEMBER_TYPES:
+            raise FormatError(f"tar archive has an unsupported member type {chr(kind)!r}")
+        member = Member(
+            name=normalize(self._member_name(block)),
+            type=kind,
+            linkname=self._pax.get(b"linkpath", self._longlink or _cstr(block[157:257])),
+            size=int(self._pax.get(b"size", size)),
+        )
+        if self._check is not None:
+            self._check(member)
+        action = self._decide(member) if self._decide else Action.KEEP
+        padded = -(-member.size // BLOCK) * BLOCK
+        if action is Action.EMPTY and kind in REGULAR and member.size:
+            if b"size" in self._pax:
+                raise FormatError(f"cannot empty {_show(member.name)}: its size is in a pax header")
+            block = with_size(block, 0)
+        if action is not Action.DROP:
+            self.members += 1
+            self._emit(self._ext)
+            self._emit(block)
+        self._data_pass = action is Action.KEEP
+        self._data_left = padded
+        if member.name in self._capture_names:
+            self.captured_types[member.name] = kind
+            if kind in REGULAR and padded:
+                self._capture = bytearray()
+                self._capture_name = member.name
+                self._capture_left = min(member.size, _CAPTURE_LIMIT)
+        self._ext = bytearray()
+        self._pax = {}
+        self._longname = self._longlink = None
+
+    def _member_name(self, block: bytes) -> bytes:
+        if b"path" in self._pax:
+            return self._pax[b"path"]
+        if self._longname is not None:
+            return self._longname
+        name = _cstr(block[0:100])
+        if block[257:263] == b"ustar\0":
+            prefix = _cstr(block[345:500])
+            if prefix:
+                name = prefix + b"/" + name
+        return name
+
+
+def _cstr(field: bytes) -> bytes:
+    return field.split(b"\0", 1)[0]
+
+
+def pump(
+    fd_in: int,
+    tar_filter: TarFilter,
+    *,
+    progress: Callable[[int], None] | None = None,
+    every: float = 10.0,
+) -> None:
+    """Read fd_in to its end through tar_filter, calling progress(bytes) every few seconds."""
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    done = 0
+    due = time.monotonic() + every
+    while n := os.readv(fd_in, [buf]):
+        tar_filter.feed(view[:n])
+        done += n
+        if progress is not None and time.monotonic() >= due:
+            progress(done)
+            due += every
+    tar_filter.finish()
+
+
+def writer(fd: int) -> Callable[[bytes | memoryview], None]:
+    """A write function that writes everything to fd (os.write may write less)."""
+
+    def write(data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    return write

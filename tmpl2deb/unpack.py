@@ -1,0 +1,230 @@
+"""info and unpack: read a template (a .deb or a staging root), verify it, extract its rootfs."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+from debian.deb822 import Deb822
+
+from tmpl2deb import debformat, rootfs
+from tmpl2deb.errors import (
+    CommandError,
+    FormatError,
+    IntegrityError,
+    MetadataError,
+    PrivilegeError,
+    Tmpl2debError,
+)
+from tmpl2deb.metadata import TemplateMetadata
+from tmpl2deb.run import Process, spawn
+from tmpl2deb.tarstream import SafetyCheck, TarFilter, pump, writer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A template found in a .deb or installed in a staging root, with its checked metadata."""
+
+    source: Path
+    metadata: TemplateMetadata
+    metadata_json: bytes
+    manifest: bytes
+    payload_path: Path
+    payload: debformat.Span
+    control: dict[str, str]
+
+
+def open_template(source: Path, package: str = "") -> Template:
+    """Read the template at SOURCE (a .deb, or a staging root with one template installed)."""
+    if source.is_dir():
+        return _from_staging(source, package)
+    if not source.exists():
+        raise FormatError(f"{source} does not exist")
+    return _from_deb(source)
+
+
+def _from_deb(path: Path) -> Template:
+    layout = debformat.read_layout(path)
+    control = Deb822(debformat.read_control(layout))
+    metadata_json = debformat.read_span(path, layout.metadata)
+    template = Template(
+        source=path,
+        metadata=_parse(path, metadata_json),
+        metadata_json=metadata_json,
+        manifest=debformat.read_span(path, layout.manifest),
+        payload_path=path,
+        payload=layout.payload,
+        control=dict(control),
+    )
+    _check_consistent(template)
+    return template
+
+
+def _from_staging(root: Path, package: str) -> Template:
+    base = root / debformat.TEMPLATES_DIR
+    names = sorted(p.name for p in base.iterdir()) if base.is_dir() else []
+    if package:
+        names = [n for n in names if n == package]
+    if len(names) != 1:
+        found = ", ".join(names) or "none"
+        raise FormatError(
+            f"{root}: expected one template under /{debformat.TEMPLATES_DIR} "
+            f"(found: {found}); name it with --package"
+        )
+    directory = base / names[0]
+    try:
+        metadata_json = (directory / debformat.METADATA).read_bytes()
+        manifest = (directory / debformat.MANIFEST).read_bytes()
+        payload_path = directory / debformat.PAYLOAD
+        size = payload_path.stat().st_size
+    except OSError as err:
+        raise FormatError(f"{directory}: incomplete template ({err.strerror}: {err.filename})")
+    metadata = _parse(directory, metadata_json)
+    template = Template(
+        source=root,
+        metadata=metadata,
+        metadata_json=metadata_json,
+        manifest=manifest,
+        payload_path=payload_path,
+        payload=debformat.Span(0, size),
+        control={},
+    )
+    _check_consistent(template)
+    return template
+
+
+def _parse(where: Path, metadata_json: bytes) -> TemplateMetadata:
+    try:
+        return TemplateMetadata.from_json(metadata_json)
+    except MetadataError as err:
+        raise FormatError(f"{where}: bad metadata.json ({err})") from err
+
+
+def _check_consistent(template: Template) -> None:
+    """metadata.json, the control fields and the manifest must agree with each other."""
+    meta = template.metadata
+    if template.control and TemplateMetadata.from_control(template.control) != meta:
+        raise IntegrityError(
+            f"{template.source}: control fields and metadata.json disagree; the package was altered"
+        )
+    if hashlib.sha256(template.manifest).hexdigest() != meta.manifest_sha256:
+        raise IntegrityError(f"{template.source}: manifest does not match its recorded sha256")
+
+
+def unpack(template: Template, dest: Path) -> Path:
+    """Extract the template's rootfs into DEST (absent or empty), verifying its sha256."""
+    if os.geteuid() != 0:
+        raise PrivilegeError(
+            f"unpacking into {dest} needs root to restore owners, devices and capabilities; "
+            "run as root (sudo)"
+        )
+    _check_dest(dest)
+    staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmpl2deb-"))
+    log.info("Unpacking %s (%s) into %s", template.metadata.package, template.source, dest)
+    try:
+        _extract(template, staging)
+        if dest.exists():
+            dest.rmdir()  # empty, checked above; rename() cannot replace it on every fs
+        staging.rename(dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return dest
+
+
+def _check_dest(dest: Path) -> None:
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        raise FormatError(f"{dest} exists and is not a directory; give a new or empty directory")
+    if dest.is_dir() and any(dest.iterdir()):
+        raise FormatError(f"{dest} is not empty; unpack only into a new or empty directory")
+    if not dest.parent.is_dir():
+        raise FormatError(f"parent directory {dest.parent} does not exist")
+
+
+def _extract(template: Template, target: Path) -> None:
+    meta = template.metadata
+    with ExitStack() as stack:
+        decompressor = stack.enter_context(_decompress(template))
+        tar = stack.enter_context(spawn(rootfs.tar_extract_argv(target), stdin=subprocess.PIPE))
+        tar_filter = TarFilter(writer(tar.stdin.fileno()), check=SafetyCheck())
+        try:
+            pump(decompressor.stdout.fileno(), tar_filter, progress=_progress)
+        except (BrokenPipeError, FormatError) as err:
+            _report_failure([decompressor, tar], err)
+        decompressor.wait()
+        tar.stdin.close()
+        tar.wait()
+    if tar_filter.size != meta.rootfs_size or tar_filter.sha256.hexdigest() != meta.rootfs_sha256:
+        raise IntegrityError(
+            f"{template.source}: rootfs payload does not match its recorded sha256 "
+            f"({tar_filter.sha256.hexdigest()[:16]}… != {meta.rootfs_sha256[:16]}…); "
+            "the template is corrupt, fetch it again"
+        )
+
+
+def _progress(done: int) -> None:
+    log.info("... %d MiB of rootfs tar unpacked", done >> 20)
+
+
+def _report_failure(processes: list[Process], err: Exception) -> NoReturn:
+    """The pipeline broke: name the tool that failed if one did, else re-raise err."""
+    for process in processes:
+        for stream in (process.popen.stdin, process.popen.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+    failures: list[CommandError] = []
+    for process in processes:
+        try:
+            process.wait()
+        except CommandError as failure:
+            failures.append(failure)
+    if isinstance(err, Tmpl2debError) or not failures:
+        raise err
+    raise failures[0] from err
+
+
+@contextmanager
+def _decompress(template: Template) -> Iterator[Process]:
+    """zstd -dc of the payload span (of the .deb, or the whole file in a staging root)."""
+    argv = ["zstd", "--decompress", "--stdout", "--quiet"]
+    with spawn(argv, stdin=subprocess.PIPE) as process:
+        feeder = threading.Thread(target=_feed, args=(template, process), daemon=True)
+        feeder.start()
+        try:
+            yield process
+        finally:
+            feeder.join()
+
+
+def _feed(template: Template, process: Process) -> None:
+    """Copy the payload span into zstd's stdin without passing it through Python buffers."""
+    span = template.payload
+    out = process.stdin.fileno()
+    try:
+        with template.payload_path.open("rb") as f:
+            offset, left = span.offset, span.size
+            while left:
+                sent = os.sendfile(out, f.fileno(), offset, min(left, 1 << 24))
+                if not sent:
+                    break  # truncated file; zstd reports the short frame
+                offset += sent
+                left -= sent
+    except OSError:
+        pass  # zstd exited early; its error is reported by the reader side
+    finally:
+        with contextlib.suppress(OSError):
+            process.stdin.close()
