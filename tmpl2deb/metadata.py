@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, fields
-from typing import Any
-
-from debian.deb822 import Deb822
+from typing import TYPE_CHECKING, Any
 
 from tmpl2deb.errors import MetadataError
+
+if TYPE_CHECKING:
+    from debian.deb822 import Deb822
 
 FORMAT_VERSION = 1
 PACKAGE_PREFIX = "tmpl-"
@@ -231,6 +232,8 @@ class PackageInfo:
 
 def render_control(meta: TemplateMetadata, info: PackageInfo) -> bytes:
     """The DEBIAN/control file of a template package (no Depends: see README)."""
+    from debian.deb822 import Deb822  # imported late: it is slow to import, unpack needs none
+
     para = Deb822()
     para["Package"] = meta.package
     para["Version"] = meta.version

@@ -12,8 +12,6 @@ from fnmatch import translate
 from pathlib import Path
 from typing import BinaryIO
 
-from debian.deb822 import Deb822
-
 from tmpl2deb.errors import FormatError, MetadataError, PrivilegeError
 from tmpl2deb.tarstream import Action, Member
 
@@ -125,23 +123,20 @@ class ExcludeRules:
         """The default list (unless disabled) followed by the user's patterns."""
         return cls((*(DEFAULT_EXCLUDES if defaults else ()), *extra))
 
-    def _compiled(self) -> list[tuple[re.Pattern[str], Action]]:
-        actions = {"!": Action.KEEP, "=": Action.EMPTY}
-        return [
-            (re.compile(translate(p.lstrip("!="))), actions.get(p[0], Action.DROP))
-            for p in self.patterns
-        ]
-
     def matcher(self) -> Callable[[bytes], Action]:
         """Decide for one entry (relative name, no './'), ignoring its parents."""
-        compiled = list(reversed(self._compiled()))
+        actions = {"!": Action.KEEP, "=": Action.EMPTY}
+        # One regex, last pattern first: the first alternative that matches is the last
+        # pattern in the list, and lastgroup says which one it was.
+        indexed = list(enumerate(self.patterns))[::-1]
+        regex = re.compile(
+            "|".join(f"(?P<p{i}>{translate(p.lstrip('!='))})" for i, p in indexed) or "(?!)"
+        )
+        action_of = {f"p{i}": actions.get(p[0], Action.DROP) for i, p in indexed}
 
         def decide(name: bytes) -> Action:
-            path = "/" + os.fsdecode(name)
-            for regex, action in compiled:
-                if regex.match(path):
-                    return action
-            return Action.KEEP
+            found = regex.match("/" + os.fsdecode(name))
+            return Action.KEEP if found is None else action_of[str(found.lastgroup)]
 
         return decide
 
@@ -244,6 +239,8 @@ def parse_os_release(text: str) -> dict[str, str]:
 
 def installed_packages(status: bytes) -> list[tuple[str, str, str]]:
     """(name, version, architecture) of each installed package in a dpkg status file, sorted."""
+    from debian.deb822 import Deb822  # imported late: it is slow to import
+
     packages = []
     for para in Deb822.iter_paragraphs(status.splitlines(keepends=True), use_apt_pkg=False):
         if para.get("Status", "").split()[-1:] == ["installed"]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import shlex
@@ -129,6 +131,15 @@ class Process:
             log.debug("%s: %s", self.args[0], text.rstrip())
 
 
+def _grow_pipe(fd: int) -> None:
+    """Use 1 MiB pipe buffers: fewer context switches between the stages of a pipeline."""
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, F_SETPIPE_SZ, 1 << 20)
+
+
+F_SETPIPE_SZ = 1031  # from <fcntl.h>; Python's fcntl module has it only from 3.10 on Linux
+
+
 @contextmanager
 def spawn(
     argv: Sequence[StrPath],
@@ -159,6 +170,9 @@ def spawn(
             )
         except FileNotFoundError as exc:
             raise CommandError(_missing(args[0]), args) from exc
+        for stream in (popen.stdin, popen.stdout):
+            if stream is not None:
+                _grow_pipe(stream.fileno())
         try:
             yield Process(popen, args, err)
         finally:

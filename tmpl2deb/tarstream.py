@@ -165,7 +165,8 @@ class TarFilter:
         self.sha256 = hashlib.sha256()
         self.size = 0
         self.members = 0
-        self._out = bytearray()
+        self._chunk = memoryview(b"")
+        self._runs: list[tuple[int, int] | bytes] = []  # output of the current chunk
         self._pending = bytearray()  # bytes of a header or extension not complete yet
         self._ext = bytearray()  # extension headers waiting for their member
         self._pax: dict[bytes, bytes] = {}
@@ -181,92 +182,113 @@ class TarFilter:
         self._capture_left = 0
         self._ended = False
 
-    # -- output -------------------------------------------------------------------------
-    def _emit(self, data: bytes | bytearray | memoryview) -> None:
-        self._out += data
-        if len(self._out) >= 1 << 20:
-            self._flush()
+    # -- output: runs of the input chunk, or replacement bytes, written once per chunk --
+    def _keep(self, start: int, end: int) -> None:
+        runs = self._runs
+        if runs and isinstance(runs[-1], tuple) and runs[-1][1] == start:
+            runs[-1] = (runs[-1][0], end)
+        else:
+            runs.append((start, end))
 
-    def _flush(self) -> None:
-        if self._out:
-            self.sha256.update(self._out)
-            self.size += len(self._out)
-            self._write(self._out)
-            self._out = bytearray()
+    def _emit(self, data: bytes, start: int | None) -> None:
+        """Output data, which sits at chunk[start:] (in place) or nowhere (start is None)."""
+        if start is None:
+            if data:
+                self._runs.append(bytes(data))
+        else:
+            self._keep(start, start + len(data))
+
+    def _write_runs(self) -> None:
+        parts = [self._chunk[r[0] : r[1]] if isinstance(r, tuple) else r for r in self._runs]
+        self._runs = []
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        if data:
+            self.sha256.update(data)
+            self.size += len(data)
+            self._write(data)
 
     # -- input --------------------------------------------------------------------------
     def feed(self, chunk: bytes | bytearray | memoryview) -> None:
         """Process the next chunk of the input stream."""
-        view = memoryview(chunk)
-        while view:
+        view = self._chunk = memoryview(chunk)
+        pos, end = 0, len(view)
+        while pos < end:
             if self._ended:
-                self._emit(view)
-                return
+                self._keep(pos, end)
+                break
             if self._data_left:
-                view = self._pass_data(view)
+                pos = self._pass_data(pos, end)
                 continue
-            take = min(self._need - len(self._pending), len(view))
-            self._pending += view[:take]
-            view = view[take:]
-            if len(self._pending) == self._need:
+            need = self._need
+            if not self._pending and end - pos >= need:
+                self._block(bytes(view[pos : pos + need]), pos)
+                pos += need
+                continue
+            take = min(need - len(self._pending), end - pos)
+            self._pending += view[pos : pos + take]
+            pos += take
+            if len(self._pending) == need:
                 block = bytes(self._pending)
                 self._pending.clear()
-                self._block(block)
+                self._block(block, None)
+        if self._runs:
+            self._write_runs()
 
-    def _pass_data(self, view: memoryview) -> memoryview:
-        take = min(self._data_left, len(view))
-        part = view[:take]
+    def _pass_data(self, pos: int, end: int) -> int:
+        take = min(self._data_left, end - pos)
         if self._data_pass:
-            if not self._out and take >= 1 << 16:
-                self.sha256.update(part)
-                self.size += take
-                self._write(part)
-            else:
-                self._emit(part)
+            self._keep(pos, pos + take)
         if self._capture is not None:
             keep = min(self._capture_left, take)
-            self._capture += part[:keep]
+            self._capture += self._chunk[pos : pos + keep]
             self._capture_left -= keep
         self._data_left -= take
         if not self._data_left and self._capture is not None:
             self.captured[self._capture_name] = bytes(self._capture)
             self._capture = None
-        return view[take:]
+        return pos + take
 
     def finish(self) -> None:
-        """Check the stream ended cleanly and flush the output."""
+        """Check the stream ended cleanly."""
         if not self._ended or self._data_left or self._pending:
             raise FormatError("tar archive is truncated (no end-of-archive marker)")
-        self._flush()
 
     # -- headers ------------------------------------------------------------------------
-    def _block(self, block: bytes) -> None:
+    def _block(self, block: bytes, start: int | None) -> None:
         if self._ext_type:
-            self._extension_data(block)
+            self._extension_data(block, start)
             return
         if block.count(0) == BLOCK:
             self._ended = True
-            self._emit(self._ext)  # nothing pending in a well-formed archive
-            self._emit(block)
+            self._emit(self._ext, None)  # nothing pending in a well-formed archive
+            self._emit(block, start)
             return
-        if parse_number(block[148:156]) not in (checksum(block), _signed_checksum(block)):
+        stored = parse_number(block[148:156])
+        if stored != checksum(block) and stored != _signed_checksum(block):
             raise FormatError("tar archive has a header with a bad checksum (corrupt payload?)")
         kind = block[156] or ord("0")
         size = parse_number(block[124:136])
         if kind in _EXTENSIONS:
             if size > _EXTENSION_LIMIT:
                 raise FormatError("tar archive has an oversized extension header")
-            self._ext += block
+            self._hold(block, start)
             self._ext_type = kind
             self._need = max(BLOCK, -(-size // BLOCK) * BLOCK)
             self._ext_size = size
             if size == 0:
-                self._extension_data(b"")
+                self._extension_data(b"", None)
             return
-        self._member(block, kind, size)
+        self._member(block, start, kind, size)
 
-    def _extension_data(self, data: bytes) -> None:
-        self._ext += data
+    def _hold(self, data: bytes, start: int | None) -> None:
+        """Extension headers wait for their member's decision, unless nothing can drop it."""
+        if self._decide is None:
+            self._emit(data, start)
+        else:
+            self._ext += data
+
+    def _extension_data(self, data: bytes, start: int | None) -> None:
+        self._hold(data, start)
         payload = data[: self._ext_size]
         if self._ext_type == ord("x"):
             self._pax.update(_parse_pax(payload))
@@ -277,7 +299,7 @@ class TarFilter:
         self._ext_type = 0
         self._need = BLOCK
 
-    def _member(self, block: bytes, kind: int, size: int) -> None:
+    def _member(self, block: bytes, start: int | None, kind: int, size: int) -> None:
         if kind not in _MEMBER_TYPES:
             raise FormatError(f"tar archive has an unsupported member type {chr(kind)!r}")
         member = Member(
@@ -293,11 +315,11 @@ class TarFilter:
         if action is Action.EMPTY and kind in REGULAR and member.size:
             if b"size" in self._pax:
                 raise FormatError(f"cannot empty {_show(member.name)}: its size is in a pax header")
-            block = with_size(block, 0)
+            block, start = with_size(block, 0), None
         if action is not Action.DROP:
             self.members += 1
-            self._emit(self._ext)
-            self._emit(block)
+            self._emit(self._ext, None)
+            self._emit(block, start)
         self._data_pass = action is Action.KEEP
         self._data_left = padded
         if member.name in self._capture_names:

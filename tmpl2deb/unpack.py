@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from debian.deb822 import Deb822
-
 from tmpl2deb import debformat, rootfs
 from tmpl2deb.errors import (
     CommandError,
@@ -57,6 +55,8 @@ def open_template(source: Path, package: str = "") -> Template:
 
 
 def _from_deb(path: Path) -> Template:
+    from debian.deb822 import Deb822  # imported late: it is slow to import
+
     layout = debformat.read_layout(path)
     control = Deb822(debformat.read_control(layout))
     metadata_json = debformat.read_span(path, layout.metadata)
