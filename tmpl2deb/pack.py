@@ -75,6 +75,8 @@ def build_date(mtime: int) -> str:
 def pack(source: Path, options: PackOptions) -> Path:
     """Pack SOURCE into a template .deb in options.output and return its path."""
     rootfs.check_tree(source)
+    if not options.output.is_dir():
+        raise FormatError(f"output directory {options.output} does not exist; create it first")
     package = options.package or package_name(options.name)
     draft = _draft_metadata(options, package)
     space = len(debformat.control_tar(render_control(draft, _PLACEHOLDER_INFO), options.mtime))
@@ -134,8 +136,6 @@ def _installed_size(payload: int, *small: int) -> int:
 @contextmanager
 def _output_file(output: Path) -> Iterator[tuple[BinaryIO, Path]]:
     """A temporary file in the output directory, removed unless the caller renamed it."""
-    if not output.is_dir():
-        raise FormatError(f"output directory {output} does not exist; create it first")
     try:
         fd, name = tempfile.mkstemp(dir=output, prefix=".tmpl2deb-", suffix=".deb.part")
     except OSError as err:

@@ -177,27 +177,30 @@ def walk(root: Path, rules: ExcludeRules, out: BinaryIO) -> int:
         raise _read_error(root, err) from err
     out.write(b".\0")
     count = 1
-    stack: list[bytes] = [b""]
+    # depth first, each directory's entries sorted by name: the order of tar --sort=name
+    stack = [iter(_sorted_entries(root_bytes, b""))]
     while stack:
-        rel = stack.pop()
-        subdirs: list[bytes] = []
-        for name, is_dir in _sorted_entries(root_bytes, rel):
-            child = rel + b"/" + name if rel else name
-            if decide(child) is Action.DROP:
-                continue
-            out.write(b"./" + child + b"\0")
-            count += 1
-            if is_dir and os.lstat(root_bytes + b"/" + child).st_dev == device:
-                subdirs.append(child)
-        stack.extend(reversed(subdirs))
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
+        child, is_dir = entry
+        if decide(child) is Action.DROP:
+            continue
+        out.write(b"./" + child + b"\0")
+        count += 1
+        if is_dir and os.lstat(root_bytes + b"/" + child).st_dev == device:
+            stack.append(iter(_sorted_entries(root_bytes, child)))
     return count
 
 
 def _sorted_entries(root: bytes, rel: bytes) -> list[tuple[bytes, bool]]:
+    """(relative name, is a directory) of the entries of root/rel, sorted by name."""
     path = root + b"/" + rel if rel else root
+    prefix = rel + b"/" if rel else b""
     try:
         with os.scandir(path) as entries:
-            found = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+            found = [(prefix + e.name, e.is_dir(follow_symlinks=False)) for e in entries]
     except OSError as err:
         raise _read_error(Path(os.fsdecode(path)), err) from err
     return sorted(found)

@@ -1,0 +1,118 @@
+"""Shared fixtures: real tools or a clear failure in CI, small rootfs trees, a cached minbase."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import treeinfo
+from tmpl2deb.cli import main
+
+REQUIRE_TOOLS = os.environ.get("TMPL2DEB_REQUIRE_TOOLS") == "1"
+EPOCH = "1700000000"
+
+
+def needs_tool(*names: str) -> None:
+    """Skip when a tool is missing, or fail when TMPL2DEB_REQUIRE_TOOLS=1 (CI, debian/rules)."""
+    missing = [name for name in names if shutil.which(name) is None]
+    if missing:
+        message = f"missing tools: {', '.join(missing)}"
+        if REQUIRE_TOOLS:
+            pytest.fail(message + " (TMPL2DEB_REQUIRE_TOOLS=1)")
+        pytest.skip(message)
+
+
+def needs_root() -> None:
+    if os.geteuid() != 0:
+        if REQUIRE_TOOLS:
+            pytest.fail("this test needs root (TMPL2DEB_REQUIRE_TOOLS=1)")
+        pytest.skip("needs root")
+
+
+def sh(*argv: str | Path, **kwargs: Any) -> subprocess.CompletedProcess[Any]:
+    """Run a real tool in a test (text output unless text=False); raise if it fails."""
+    kwargs.setdefault("text", True)
+    return subprocess.run([os.fspath(a) for a in argv], check=True, capture_output=True, **kwargs)
+
+
+class Cli:
+    """Calls tmpl2deb's main() in-process and keeps what it printed."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self.capsys = capsys
+        self.out = ""
+        self.err = ""
+
+    def __call__(self, *argv: str | Path) -> int:
+        code = main([os.fspath(a) for a in argv])
+        captured = self.capsys.readouterr()
+        self.out, self.err = captured.out, captured.err
+        return code
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    return Cli(capsys)
+
+
+@pytest.fixture
+def small_tree(tmp_path: Path) -> Path:
+    """A tiny rootfs-like tree (no root needed), with a dpkg status and an os-release."""
+    root = tmp_path / "small"
+    (root / "etc/apt/sources.list.d").mkdir(parents=True)
+    (root / "var/lib/dpkg").mkdir(parents=True)
+    (root / "var/log/apt").mkdir(parents=True)
+    (root / "usr/lib").mkdir(parents=True)
+    (root / "usr/lib/os-release").write_text('ID=debian\nVERSION_CODENAME="bookworm"\n')
+    (root / "etc/os-release").symlink_to("../usr/lib/os-release")
+    (root / "etc/apt/sources.list.d/debian.sources").write_text("Types: deb\n")
+    (root / "etc/hostname").write_text("builder\n")
+    (root / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
+    (root / "var/log/apt/history.log").write_text("secret\n")
+    (root / "var/lib/dpkg/status").write_text(
+        "Package: dpkg\nStatus: install ok installed\nVersion: 1.21.22\nArchitecture: arm64\n\n"
+        "Package: gone\nStatus: deinstall ok config-files\nVersion: 1\nArchitecture: arm64\n\n"
+        "Package: base-files\nStatus: install ok installed\nVersion: 12.4\nArchitecture: arm64\n"
+    )
+    return root
+
+
+@pytest.fixture
+def fidelity_tree(tmp_path: Path) -> Path:
+    """Every kind of entry and attribute a root filesystem may hold (needs root)."""
+    needs_root()
+    needs_tool("setcap", "setfacl", "setfattr", "tar", "zstd")
+    root = tmp_path / "fidelity"
+    treeinfo.make_fidelity_tree(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def minbase(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real Debian minbase rootfs from mmdebstrap, built once per test run."""
+    needs_root()
+    needs_tool("mmdebstrap")
+    root = tmp_path_factory.mktemp("minbase") / "rootfs"
+    sh("mmdebstrap", "--quiet", "--variant=minbase", "--mode=root", "bookworm", root)
+    return root
+
+
+@pytest.fixture
+def pack_small(cli: Cli, small_tree: Path, tmp_path: Path) -> Callable[..., Path]:
+    """Pack small_tree with extra CLI arguments; return the .deb."""
+
+    def pack(*extra: str) -> Path:
+        out = tmp_path / "out"
+        out.mkdir(exist_ok=True)
+        assert cli("pack", small_tree, "--name", "small", "--version", "1.0", "-o", out,
+                   *extra) == 0, cli.err  # fmt: skip
+        return Path(cli.out.strip())
+
+    return pack

@@ -1,0 +1,154 @@
+"""The streaming tar filter: counts, digests, drop/empty, and the safety checks."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+
+import pytest
+
+from tmpl2deb.errors import FormatError, UnsafeArchiveError
+from tmpl2deb.tarstream import (
+    Action,
+    Member,
+    SafetyCheck,
+    TarFilter,
+    checksum,
+    normalize,
+    parse_number,
+    with_size,
+)
+
+
+def make_tar(*members: tuple[str, str, bytes | str]) -> bytes:
+    """(name, kind, data-or-linkname) -> pax tar bytes, kind in file/dir/sym/hard."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, kind, data in members:
+            info = tarfile.TarInfo(name)
+            payload = b""
+            if kind == "file":
+                payload = data if isinstance(data, bytes) else data.encode()
+                info.size = len(payload)
+            elif kind == "dir":
+                info.type = tarfile.DIRTYPE
+            else:
+                info.type = tarfile.SYMTYPE if kind == "sym" else tarfile.LNKTYPE
+                info.linkname = str(data)
+            tar.addfile(info, io.BytesIO(payload))
+    return buf.getvalue()
+
+
+def run_filter(data: bytes, chunk: int = 700, **kwargs: object) -> tuple[TarFilter, bytes]:
+    out = bytearray()
+    flt = TarFilter(out.extend, **kwargs)  # type: ignore[arg-type]
+    for i in range(0, len(data), chunk):
+        flt.feed(data[i : i + chunk])
+    flt.finish()
+    return flt, bytes(out)
+
+
+def names(data: bytes) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return tar.getnames()
+
+
+def test_parse_number_octal_and_base256() -> None:
+    assert parse_number(b"0000644\0") == 0o644
+    assert parse_number(b"\x80" + (8 << 30).to_bytes(11, "big")) == 8 << 30
+
+
+def test_with_size_keeps_checksum_valid() -> None:
+    header = make_tar(("a", "file", "abc"))[:512]
+    new = with_size(header, 0)
+    assert parse_number(new[124:136]) == 0
+    assert parse_number(new[148:156]) == checksum(new)
+
+
+def test_normalize() -> None:
+    assert normalize(b"./etc/hosts") == b"etc/hosts"
+    assert normalize(b"./") == b"" == normalize(b".")
+    assert normalize(b"usr/") == b"usr"
+
+
+@pytest.mark.parametrize("chunk", [1, 511, 512, 700, 1 << 20])
+def test_passthrough_is_byte_identical(chunk: int) -> None:
+    data = make_tar(("./", "dir", ""), ("./a", "file", "x" * 1000), ("./" + "n" * 150, "file", "y"))
+    flt, out = run_filter(data, chunk)
+    assert out == data
+    assert flt.sha256.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert flt.size == len(data)
+    assert flt.members == 3
+
+
+def test_drop_and_empty() -> None:
+    data = make_tar(("./keep", "file", "k"), ("./drop", "file", "d" * 2000), ("./mid", "file", "m"))
+
+    def decide(member: Member) -> Action:
+        return {b"drop": Action.DROP, b"mid": Action.EMPTY}.get(member.name, Action.KEEP)
+
+    flt, out = run_filter(data, decide=decide)
+    assert names(out) == ["./keep", "./mid"]
+    with tarfile.open(fileobj=io.BytesIO(out)) as tar:
+        assert tar.getmember("./mid").size == 0
+        assert tar.extractfile("./keep").read() == b"k"  # type: ignore[union-attr]
+    assert flt.members == 2
+
+
+def test_capture_small_files() -> None:
+    data = make_tar(("./etc/os-release", "file", "ID=debian\n"), ("./x", "file", "x"))
+    flt, _ = run_filter(data, capture=frozenset({b"etc/os-release"}))
+    assert flt.captured == {b"etc/os-release": b"ID=debian\n"}
+
+
+def test_truncated_stream_is_refused() -> None:
+    data = make_tar(("./a", "file", "x" * 5000))
+    with pytest.raises(FormatError, match="truncated"):
+        run_filter(data[:3000])
+
+
+def test_bad_checksum_is_refused() -> None:
+    data = bytearray(make_tar(("./a", "file", "x")))
+    data[0] ^= 1
+    with pytest.raises(FormatError, match="checksum"):
+        run_filter(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ([("/etc/passwd", "file", "x")], "absolute"),
+        ([("../evil", "file", "x")], r"'\.\.'"),
+        ([("a/../../evil", "file", "x")], r"'\.\.'"),
+        ([("link", "sym", "/etc"), ("link/passwd", "file", "x")], "through the symlink"),
+        ([("d", "sym", "."), ("d/d/x", "file", "x")], "through the symlink"),
+        ([("hard", "hard", "/etc/shadow")], "absolute"),
+        ([("hard", "hard", "../outside")], r"'\.\.'"),
+        ([("hard", "hard", "never-seen")], "not an earlier"),
+        ([("s", "sym", "/etc"), ("h", "hard", "s/shadow")], "through the symlink"),
+        ([("s", "sym", "/etc"), ("s", "file", "x")], "replaces an earlier symlink"),
+    ],
+)
+def test_safety_check_refuses(members: list[tuple[str, str, str]], message: str) -> None:
+    data = make_tar(*members)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        offending = tar.getmembers()[-1].offset
+    out = bytearray()
+    flt = TarFilter(out.extend, check=SafetyCheck())
+    with pytest.raises(UnsafeArchiveError, match=message):
+        for i in range(0, len(data), 512):
+            flt.feed(data[i : i + 512])
+    # nothing of the refused member reached the consumer (tar), only what came before it
+    assert len(out) <= offending
+    assert bytes(out) == data[: len(out)]
+
+
+def test_safety_check_accepts_a_normal_tree() -> None:
+    data = make_tar(
+        ("./", "dir", ""), ("./etc", "dir", ""), ("./etc/abs", "sym", "/usr/bin/a"),
+        ("./etc/rel", "sym", "../usr"), ("./usr", "dir", ""), ("./usr/a", "file", "a"),
+        ("./usr/b", "hard", "./usr/a"),
+    )  # fmt: skip
+    flt, out = run_filter(data, check=SafetyCheck())
+    assert out == data and flt.members == 7
