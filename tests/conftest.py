@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from tests import treeinfo
 from tmpl2deb.cli import main
 
 REQUIRE_TOOLS = os.environ.get("TMPL2DEB_REQUIRE_TOOLS") == "1"
@@ -90,7 +90,7 @@ def fidelity_tree(tmp_path: Path) -> Path:
     needs_root()
     needs_tool("setcap", "setfacl", "setfattr", "tar", "zstd")
     root = tmp_path / "fidelity"
-    treeinfo.make_fidelity_tree(root)
+    make_fidelity_tree(root)
     return root
 
 
@@ -111,8 +111,55 @@ def pack_small(cli: Cli, small_tree: Path, tmp_path: Path) -> Callable[..., Path
     def pack(*extra: str) -> Path:
         out = tmp_path / "out"
         out.mkdir(exist_ok=True)
-        assert cli("pack", small_tree, "--name", "small", "--version", "1.0", "-o", out,
-                   *extra) == 0, cli.err  # fmt: skip
+        assert (
+            cli("pack", small_tree, "--name", "small", "--version", "1.0", "-o", out, *extra) == 0
+        ), cli.err
         return Path(cli.out.strip())
 
     return pack
+
+
+def make_fidelity_tree(root: Path) -> None:
+    """setuid/setgid/sticky, capability, hardlinks, symlinks, devices, fifo, xattrs, ACLs,
+    foreign owner, nanosecond mtime, a non-UTF-8 name and a 300-character path."""
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "etc").mkdir()
+    (root / "dev").mkdir()
+    (root / "srv/shared").mkdir(parents=True)
+    (root / "tmp").mkdir(mode=0o1777)
+    (root / "tmp").chmod(0o1777)
+    ping = root / "usr/bin/ping"
+    ping.write_bytes(b"\x7fELF fake ping\n")
+    ping.chmod(0o755)
+    subprocess.run(["setcap", "cap_net_raw+ep", os.fspath(ping)], check=True)
+    suid = root / "usr/bin/su"
+    suid.write_text("su\n")
+    suid.chmod(0o4755)
+    sgid = root / "usr/bin/wall"
+    sgid.write_text("wall\n")
+    os.chown(sgid, 0, 5)
+    sgid.chmod(0o2755)
+    (root / "usr/bin/a").write_text("hardlinked\n")
+    os.link(root / "usr/bin/a", root / "usr/bin/b")
+    (root / "usr/bin/rel").symlink_to("a")
+    (root / "etc/abs").symlink_to("/usr/bin/a")
+    os.mknod(root / "dev/null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    os.mknod(root / "dev/loop0", 0o660 | stat.S_IFBLK, os.makedev(7, 0))
+    os.mkfifo(root / "dev/initctl", 0o600)
+    owned = root / "srv/owned"
+    owned.write_text("owned\n")
+    os.chown(owned, 1234, 5678)
+    os.setxattr(owned, "user.comment", b"hello")
+    os.setxattr(owned, "trusted.overlay", b"\x00\x01binary")
+    os.setxattr(owned, "security.selinux", b"system_u:object_r:var_t:s0\x00")
+    shared = root / "srv/shared"
+    subprocess.run(["setfacl", "-m", "u:1234:rwx", os.fspath(shared)], check=True)
+    subprocess.run(["setfacl", "-d", "-m", "g:5678:r-x", os.fspath(shared)], check=True)
+    precise = root / "srv/precise"
+    precise.write_text("ns\n")
+    os.utime(precise, ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
+    (root / os.fsdecode(b"srv/latin1-\xe9t\xe9")).write_text("non-UTF-8 name\n")
+    deep = root / "srv" / "/".join(["d" * 49] * 5)
+    deep.mkdir(parents=True)
+    (deep / ("f" * 40)).write_text("deep\n")
+    assert len(os.fspath(deep / ("f" * 40)).split("/srv/", 1)[1]) > 280

@@ -110,7 +110,12 @@ def test_build_date_and_version_follow_source_date_epoch(
 def test_pack_from_tarballs(cli: Cli, small_tree: Path, tmp_path: Path) -> None:
     needs_tool("tar", "zstd", "gzip", "xz")
     digests = set()
-    for suffix, flag in ((".tar", ""), (".tar.zst", "--zstd"), (".tar.gz", "-z"), (".tar.xz", "-J")):
+    for suffix, flag in (
+        (".tar", ""),
+        (".tar.zst", "--zstd"),
+        (".tar.gz", "-z"),
+        (".tar.xz", "-J"),
+    ):
         tarball = tmp_path / f"rootfs{suffix}"
         sh("tar", "-c", *([flag] if flag else []), "-f", tarball, "-C", small_tree, ".")
         out = tmp_path / suffix.strip(".")

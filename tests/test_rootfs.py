@@ -80,14 +80,25 @@ def test_decompress_argv() -> None:
 def test_tar_create_argv_keeps_options_together() -> None:
     argv = tar_create_argv(Path("/r"), Path("/l"), 5)
     assert argv[:4] == ["tar", "--create", "--file=-", "--directory=/r"]
-    for flag in ("--format=pax", "--xattrs", "--xattrs-include=*", "--acls", "--selinux",
-                 "--numeric-owner", "--mtime=@5", "--clamp-mtime", "--files-from=/l"):  # fmt: skip
+    for flag in (
+        "--format=pax",
+        "--xattrs",
+        "--xattrs-include=*",
+        "--acls",
+        "--selinux",
+        "--numeric-owner",
+        "--mtime=@5",
+        "--clamp-mtime",
+        "--files-from=/l",
+    ):
         assert flag in argv
     assert any("delete=atime,delete=ctime" in a for a in argv)
 
 
 def test_parse_os_release() -> None:
-    text = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\n# c\nVERSION_CODENAME=bookworm\n'
+    text = (
+        'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\n# c\nVERSION_CODENAME=bookworm\n'
+    )
     values = parse_os_release(text)
     assert values["ID"] == "debian" and values["VERSION_CODENAME"] == "bookworm"
     assert values["PRETTY_NAME"] == "Debian GNU/Linux 12 (bookworm)"
@@ -115,7 +126,9 @@ def test_walk_order_matches_tar_sort_name(tmp_path: Path) -> None:
     tar = sh("tar", "--create", "--file=-", "--sort=name", "-C", root, ".", text=False)
     theirs = [
         line.rstrip(b"/")
-        for line in sh("tar", "--list", "--quoting-style=literal", "--file=-", input=tar.stdout, text=False).stdout.split(b"\n")
+        for line in sh(
+            "tar", "--list", "--quoting-style=literal", "--file=-", input=tar.stdout, text=False
+        ).stdout.split(b"\n")
         if line
     ]
     assert ours == theirs

@@ -146,9 +146,13 @@ def test_safety_check_refuses(members: list[tuple[str, str, str]], message: str)
 
 def test_safety_check_accepts_a_normal_tree() -> None:
     data = make_tar(
-        ("./", "dir", ""), ("./etc", "dir", ""), ("./etc/abs", "sym", "/usr/bin/a"),
-        ("./etc/rel", "sym", "../usr"), ("./usr", "dir", ""), ("./usr/a", "file", "a"),
+        ("./", "dir", ""),
+        ("./etc", "dir", ""),
+        ("./etc/abs", "sym", "/usr/bin/a"),
+        ("./etc/rel", "sym", "../usr"),
+        ("./usr", "dir", ""),
+        ("./usr/a", "file", "a"),
         ("./usr/b", "hard", "./usr/a"),
-    )  # fmt: skip
+    )
     flt, out = run_filter(data, check=SafetyCheck())
     assert out == data and flt.members == 7

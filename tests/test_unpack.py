@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import subprocess
+import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests import treeinfo
 from tests.conftest import Cli, needs_root, needs_tool, sh
+from tmpl2deb import treeinfo
 
 pytestmark = pytest.mark.integration
 
@@ -148,7 +152,9 @@ def _hostile(tmp_path: Path, *members: tarfile.TarInfo) -> Path:
     return path
 
 
-def _info(name: str, kind: bytes = tarfile.REGTYPE, link: str = "", size: int = 0) -> tarfile.TarInfo:
+def _info(
+    name: str, kind: bytes = tarfile.REGTYPE, link: str = "", size: int = 0
+) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type, info.linkname, info.size = kind, link, size
     return info
@@ -177,13 +183,22 @@ def test_hostile_archives_are_refused(
 
 
 def test_unpack_needs_root_message(cli: Cli, small_tree: Path, tmp_path: Path) -> None:
-    import os
-
-    if os.geteuid() == 0:
-        pytest.skip("runs as root; the privilege message is for other users")
-    deb = pack(cli, small_tree, tmp_path / "out")
-    assert cli("unpack", deb, tmp_path / "dest") == 1
-    assert "needs root" in cli.err
+    """As an ordinary user (setpriv drops root), unpack says it needs root and writes nothing."""
+    needs_root()
+    needs_tool("setpriv")
+    public = Path(tempfile.mkdtemp())  # pytest's tmp_path is not reachable for nobody
+    public.chmod(0o755)
+    deb = pack(cli, small_tree, public)
+    dest = public / "dest"
+    result = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+         sys.executable, "-m", "tmpl2deb", "unpack", deb, dest],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    shutil.rmtree(public)
+    assert "needs root" in result.stderr and result.stdout == "", result.stderr
+    assert result.stderr.count("\n") == 1
 
 
 def test_minbase_end_to_end(cli: Cli, minbase: Path, tmp_path: Path) -> None:
@@ -198,12 +213,25 @@ def test_minbase_end_to_end(cli: Cli, minbase: Path, tmp_path: Path) -> None:
     assert cli("unpack", deb, dest) == 0, cli.err
     before, after = treeinfo.describe(minbase), treeinfo.describe(dest)
     gone = before.keys() - after.keys()
-    excluded = (b"var/cache/apt/", b"var/log/", b"var/lib/apt/lists/", b"etc/apt/sources.list",
-                b"run/", b"tmp/", b"var/tmp/", b"dev/", b"etc/resolv.conf", b"etc/hosts")  # fmt: skip
+    excluded = (
+        b"var/cache/apt/",
+        b"var/log/",
+        b"var/lib/apt/lists/",
+        b"etc/apt/sources.list",
+        b"run/",
+        b"tmp/",
+        b"var/tmp/",
+        b"dev/",
+        b"etc/resolv.conf",
+        b"etc/hosts",
+    )
     assert gone and all(k.startswith(excluded) for k in gone), sorted(gone)
     epoch = int(meta["build_date"][:4])  # clamped mtimes differ; compare the rest
     assert epoch >= 2023
-    strip = lambda e: e[:4] + e[5:]  # noqa: E731
+
+    def strip(entry: treeinfo.Entry) -> treeinfo.Entry:
+        return entry[:4] + entry[5:]
+
     changed = [k for k in before.keys() & after.keys() if strip(before[k]) != strip(after[k])]
     assert changed == []
     assert sh("dpkg", "--root", dest, "--audit").stdout == ""

@@ -126,19 +126,26 @@ def cmd_info(args: _CliArgs) -> None:
 
 
 def cmd_unpack(args: _CliArgs) -> None:
-    from tmpl2deb.unpack import open_template, unpack
+    from tmpl2deb.unpack import unpack
 
-    print(unpack(open_template(args.source, args.package), args.dest))
+    print(unpack(args.source, args.dest, args.package))
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("output control")
-    group.add_argument("-v", "--verbose", action="count", default=0,
-                       help="show commands and details (default: one line per step)")
-    group.add_argument("-q", "--quiet", action="store_true",
-                       help="show only warnings and errors (default: off)")
-    group.add_argument("--debug", action="store_true",
-                       help="show a traceback on errors (default: off)")  # fmt: skip
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="show commands and details (default: one line per step)",
+    )
+    group.add_argument(
+        "-q", "--quiet", action="store_true", help="show only warnings and errors (default: off)"
+    )
+    group.add_argument(
+        "--debug", action="store_true", help="show a traceback on errors (default: off)"
+    )
 
 
 def _sub(
@@ -160,57 +167,125 @@ def _sub(
 
 
 def _add_pack(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = _sub(subparsers, "pack", "Pack a root filesystem into a template .deb.",
-             "SOURCE_DATE_EPOCH=1700000000 tmpl2deb pack rootfs/ --name base --version 1.0")  # fmt: skip
-    p.add_argument("rootfs", type=Path, metavar="ROOTFS",
-                   help="rootfs directory, or a .tar, .tar.zst, .tar.gz or .tar.xz of one")
-    p.add_argument("--name", required=True,
-                   help="image name; the package is tmpl-NAME (lower case, '_' as '-')")
-    p.add_argument("--version", default="",
-                   help="package version (default: 0+YYYYMMDD.HHMMSS of the build date)")
-    p.add_argument("--arch", default="",
-                   help="architecture (default: that of the rootfs' dpkg, else the host's)")
+    p = _sub(
+        subparsers,
+        "pack",
+        "Pack a root filesystem into a template .deb.",
+        "SOURCE_DATE_EPOCH=1700000000 tmpl2deb pack rootfs/ --name base --version 1.0",
+    )
+    p.add_argument(
+        "rootfs",
+        type=Path,
+        metavar="ROOTFS",
+        help="rootfs directory, or a .tar, .tar.zst, .tar.gz or .tar.xz of one",
+    )
+    p.add_argument(
+        "--name",
+        required=True,
+        help="image name; the package is tmpl-NAME (lower case, '_' as '-')",
+    )
+    p.add_argument(
+        "--version",
+        default="",
+        help="package version (default: 0+YYYYMMDD.HHMMSS of the build date)",
+    )
+    p.add_argument(
+        "--arch",
+        default="",
+        help="architecture (default: that of the rootfs' dpkg, else the host's)",
+    )
     p.add_argument("--package", default="", help="package name (default: tmpl-NAME)")
-    p.add_argument("--feature", action="append", default=[], metavar="F",
-                   help="record a feature of the image (repeatable; default: none)")
-    p.add_argument("--parent", default="", metavar="PKG=VERSION",
-                   help="the template this rootfs was derived from (default: none)")
-    p.add_argument("--signature", default="",
-                   help="build signature to record, e.g. a bitbake task hash (default: none)")
-    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
-                   help="leave out entries matching PATTERN, e.g. '/var/cache/foo/*'; '!PATTERN' "
-                        "keeps, '=PATTERN' empties a file (repeatable; default: none)")
-    p.add_argument("--exclude-from", action="append", default=[], type=Path, metavar="FILE",
-                   help="read exclude patterns from FILE, one per line (default: none)")
-    p.add_argument("--no-default-excludes", action="store_true",
-                   help="do not apply the default host-leak excludes (default: apply them)")
-    p.add_argument("--level", type=int, default=3, metavar="N",
-                   help="zstd compression level 1-19 (default: 3)")
-    p.add_argument("--output", "-o", type=Path, default=Path(), metavar="DIR",
-                   help="directory for the .deb (default: the current directory)")
-    p.add_argument("--maintainer", default=DEFAULT_MAINTAINER,
-                   help=f"Maintainer field (default: {DEFAULT_MAINTAINER})")  # fmt: skip
+    p.add_argument(
+        "--feature",
+        action="append",
+        default=[],
+        metavar="F",
+        help="record a feature of the image (repeatable; default: none)",
+    )
+    p.add_argument(
+        "--parent",
+        default="",
+        metavar="PKG=VERSION",
+        help="the template this rootfs was derived from (default: none)",
+    )
+    p.add_argument(
+        "--signature",
+        default="",
+        help="build signature to record, e.g. a bitbake task hash (default: none)",
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="leave out entries matching PATTERN, e.g. '/var/cache/foo/*'; '!PATTERN' "
+        "keeps, '=PATTERN' empties a file (repeatable; default: none)",
+    )
+    p.add_argument(
+        "--exclude-from",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="read exclude patterns from FILE, one per line (default: none)",
+    )
+    p.add_argument(
+        "--no-default-excludes",
+        action="store_true",
+        help="do not apply the default host-leak excludes (default: apply them)",
+    )
+    p.add_argument(
+        "--level", type=int, default=3, metavar="N", help="zstd compression level 1-19 (default: 3)"
+    )
+    p.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        default=Path(),
+        metavar="DIR",
+        help="directory for the .deb (default: the current directory)",
+    )
+    p.add_argument(
+        "--maintainer",
+        default=DEFAULT_MAINTAINER,
+        help=f"Maintainer field (default: {DEFAULT_MAINTAINER})",
+    )
     p.set_defaults(func=cmd_pack)
 
 
 def _add_info(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = _sub(subparsers, "info", "Show the metadata of a template .deb without unpacking it.",
-             "tmpl2deb info tmpl-base_1.0_amd64.deb --json | jq .packages")  # fmt: skip
+    p = _sub(
+        subparsers,
+        "info",
+        "Show the metadata of a template .deb without unpacking it.",
+        "tmpl2deb info tmpl-base_1.0_amd64.deb --json | jq .packages",
+    )
     p.add_argument("deb", type=Path, metavar="DEB", help="template .deb or staging root")
-    p.add_argument("--json", action="store_true",
-                   help="print the embedded metadata.json (default: a table)")  # fmt: skip
+    p.add_argument(
+        "--json", action="store_true", help="print the embedded metadata.json (default: a table)"
+    )
     p.set_defaults(func=cmd_info, package="")
 
 
 def _add_unpack(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = _sub(subparsers, "unpack", "Extract the rootfs of a template into a new directory.",
-             "sudo tmpl2deb unpack tmpl-base_1.0_amd64.deb /srv/rootfs")  # fmt: skip
-    p.add_argument("source", type=Path, metavar="DEB|STAGING",
-                   help="template .deb, or a staging root the template was installed into")
-    p.add_argument("dest", type=Path, metavar="DEST",
-                   help="target directory; must not exist or be empty")
-    p.add_argument("--package", default="",
-                   help="template package to use from STAGING (default: the only one)")  # fmt: skip
+    p = _sub(
+        subparsers,
+        "unpack",
+        "Extract the rootfs of a template into a new directory.",
+        "sudo tmpl2deb unpack tmpl-base_1.0_amd64.deb /srv/rootfs",
+    )
+    p.add_argument(
+        "source",
+        type=Path,
+        metavar="DEB|STAGING",
+        help="template .deb, or a staging root the template was installed into",
+    )
+    p.add_argument(
+        "dest", type=Path, metavar="DEST", help="target directory; must not exist or be empty"
+    )
+    p.add_argument(
+        "--package", default="", help="template package to use from STAGING (default: the only one)"
+    )
     p.set_defaults(func=cmd_unpack)
 
 
@@ -254,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv, namespace=_CliArgs())
     _setup_logging(args)
     try:
-        args.func(args)  # type: ignore[attr-defined]
+        args.func(args)
     except Tmpl2debError as err:
         log.error("%s", err, exc_info=args.debug)
         return 1

@@ -184,7 +184,7 @@ def _lines(value: str) -> list[str]:
     return [line.strip() for line in value.splitlines() if line.strip()]
 
 
-def _check(value: str, pattern: re.Pattern[str], name: str) -> None:
+def _check(value: object, pattern: re.Pattern[str], name: str) -> None:
     if not isinstance(value, str) or not pattern.fullmatch(value):
         raise MetadataError(name, f"{value!r} does not match {pattern.pattern}")
 

@@ -11,7 +11,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO, NoReturn
 
@@ -49,7 +49,9 @@ class PackOptions:
     features: tuple[str, ...] = ()
     parent: str = ""
     signature: str = ""
-    excludes: rootfs.ExcludeRules = rootfs.ExcludeRules(rootfs.DEFAULT_EXCLUDES)
+    excludes: rootfs.ExcludeRules = field(
+        default_factory=lambda: rootfs.ExcludeRules(rootfs.DEFAULT_EXCLUDES)
+    )
     level: int = DEFAULT_LEVEL
     maintainer: str = DEFAULT_MAINTAINER
 
@@ -97,8 +99,12 @@ def pack(source: Path, options: PackOptions) -> Path:
     ratio = payload_size / max(stream.size, 1)
     log.info(
         "Wrote %s: %d files, rootfs tar %.1f MiB, payload %.1f MiB (%.0f %%)",
-        target, stream.members, stream.size / 2**20, payload_size / 2**20, 100 * ratio,
-    )  # fmt: skip
+        target,
+        stream.members,
+        stream.size / 2**20,
+        payload_size / 2**20,
+        100 * ratio,
+    )
     return target
 
 
@@ -184,7 +190,7 @@ def _open_source(
 ) -> tuple[int, Process | None, Callable[[Member], Action]]:
     """The readable fd of the rootfs tar stream, the process producing it, the filter rule."""
     if source.is_dir():
-        listing = stack.enter_context(tempfile.NamedTemporaryFile(prefix="tmpl2deb-list-"))
+        listing = stack.enter_context(tempfile.NamedTemporaryFile(prefix="tmpl2deb-list-"))  # noqa: SIM115
         count = rootfs.walk(source, options.excludes, listing)  # type: ignore[arg-type]
         listing.flush()
         log.debug("%d entries to pack from %s", count, source)

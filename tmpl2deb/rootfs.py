@@ -38,8 +38,20 @@ DEFAULT_EXCLUDES: tuple[str, ...] = (
     *(
         f"!/dev/{name}"
         for name in (
-            "console", "full", "null", "ptmx", "random", "tty", "urandom", "zero",
-            "fd", "stdin", "stdout", "stderr", "pts", "shm",
+            "console",
+            "full",
+            "null",
+            "ptmx",
+            "random",
+            "tty",
+            "urandom",
+            "zero",
+            "fd",
+            "stdin",
+            "stdout",
+            "stderr",
+            "pts",
+            "shm",
         )
     ),  # fmt: skip
 )

@@ -1,4 +1,4 @@
-"""A streaming walk over tar headers: hash and count the stream, drop or empty members, refuse unsafe ones."""
+"""A streaming walk over tar headers: hash and count, drop or empty members, refuse unsafe ones."""
 
 from __future__ import annotations
 

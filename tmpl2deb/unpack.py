@@ -47,10 +47,12 @@ class Template:
 
 def open_template(source: Path, package: str = "") -> Template:
     """Read the template at SOURCE (a .deb, or a staging root with one template installed)."""
-    if source.is_dir():
-        return _from_staging(source, package)
-    if not source.exists():
-        raise FormatError(f"{source} does not exist")
+    try:
+        if source.is_dir():
+            return _from_staging(source, package)
+        source.stat()
+    except OSError as err:
+        raise FormatError(f"cannot read {source}: {err.strerror}") from err
     return _from_deb(source)
 
 
@@ -91,7 +93,9 @@ def _from_staging(root: Path, package: str) -> Template:
         payload_path = directory / debformat.PAYLOAD
         size = payload_path.stat().st_size
     except OSError as err:
-        raise FormatError(f"{directory}: incomplete template ({err.strerror}: {err.filename})")
+        raise FormatError(
+            f"{directory}: incomplete template ({err.strerror}: {err.filename})"
+        ) from err
     metadata = _parse(directory, metadata_json)
     template = Template(
         source=root,
@@ -124,13 +128,14 @@ def _check_consistent(template: Template) -> None:
         raise IntegrityError(f"{template.source}: manifest does not match its recorded sha256")
 
 
-def unpack(template: Template, dest: Path) -> Path:
-    """Extract the template's rootfs into DEST (absent or empty), verifying its sha256."""
+def unpack(source: Path, dest: Path, package: str = "") -> Path:
+    """Extract the rootfs of the template at SOURCE into DEST (absent or empty), verified."""
     if os.geteuid() != 0:
         raise PrivilegeError(
             f"unpacking into {dest} needs root to restore owners, devices and capabilities; "
             "run as root (sudo)"
         )
+    template = open_template(source, package)
     _check_dest(dest)
     staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmpl2deb-"))
     log.info("Unpacking %s (%s) into %s", template.metadata.package, template.source, dest)
