@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +21,7 @@ def test_deb_is_read_by_ar_and_dpkg_deb(pack_small: Callable[..., Path], tmp_pat
     needs_tool("ar", "dpkg-deb", "tar", "zstd")
     deb = pack_small("--feature", "ssh", "--parent", "tmpl-bsp=2.0")
     assert deb.name == "tmpl-small_1.0_arm64.deb"
-    assert sh("ar", "t", deb).stdout.split() == ["debian-binary", "control.tar", "data.tar"]
+    assert sh("ar", "t", deb).stdout.split() == ["debian-binary", "control.tar.gz", "data.tar.gz"]
     fields = sh("dpkg-deb", "--field", deb).stdout
     assert "Package: tmpl-small\n" in fields and "Depends" not in fields
     assert sh("dpkg-deb", "--field", deb, "Template-Parent").stdout == "tmpl-bsp (= 2.0)\n"
@@ -185,3 +186,15 @@ def test_full_disk_leaves_no_partial_file(cli: Cli, small_tree: Path, tmp_path: 
 def test_debug_shows_traceback(cli: Cli, tmp_path: Path) -> None:
     assert cli("info", "--debug", tmp_path / "nope.deb") == 1
     assert "Traceback" in cli.err
+
+
+def test_lintian_reports_no_errors(pack_small: Callable[..., Path]) -> None:
+    needs_tool("lintian")
+    deb = pack_small("--arch", "amd64")
+    result = subprocess.run(
+        ["lintian", "--allow-root", "--no-cfg", deb], capture_output=True, text=True, check=False
+    )
+    errors = [line for line in result.stdout.splitlines() if line.startswith("E:")]
+    assert errors == [], result.stdout
+    assert result.returncode in (0, 2), result.stderr  # 2: warnings only
+    assert "uses-no-compression" not in result.stdout

@@ -115,7 +115,7 @@ def cmd_info(args: _CliArgs) -> None:
         ("Packages", str(meta.packages)),
         ("Files", str(meta.rootfs_files)),
         ("Rootfs tar", f"{meta.rootfs_size} bytes, sha256 {meta.rootfs_sha256}"),
-        ("Payload", f"{template.payload.size} bytes (zstd)"),
+        ("Payload", f"{template.payload.span.size} bytes (zstd)"),
         ("Manifest", f"sha256 {meta.manifest_sha256}"),
         ("Excludes", " ".join(meta.excludes) or "-"),
         ("Format", str(meta.format)),

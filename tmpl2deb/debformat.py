@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import tarfile
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -73,87 +76,289 @@ def control_tar(control: bytes, mtime: int, size: int = 0) -> bytes:
     return data + bytes(max(0, size - len(data)))
 
 
+# -- gzip with stored deflate blocks --------------------------------------------------------
+# dpkg, apt and lintian expect compressed tar members. The payload is already zstd, so the
+# members are gzip streams made only of "stored" deflate blocks: no compression work, and
+# because every block but the last holds exactly STORED_BLOCK bytes, the file offset of any
+# content offset is known (payload spans can be handed to zstd with sendfile).
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"  # no name, mtime 0, Unix
+STORED_BLOCK = 65535
+_BLOCK_HEADER = 5
+_GZIP_TRAILER = 8
+
+
+def stored_offset(content_offset: int) -> int:
+    """Offset in the gzip member of a content byte."""
+    blocks = content_offset // STORED_BLOCK + 1
+    return len(GZIP_HEADER) + blocks * _BLOCK_HEADER + content_offset
+
+
+def stored_size(content_size: int) -> int:
+    """Size of the gzip member holding content_size bytes."""
+    return stored_offset(content_size) + _GZIP_TRAILER
+
+
+def content_size(member_size: int) -> int:
+    """Inverse of stored_size; raise FormatError if no content size gives member_size."""
+    guess = (member_size - 23) * STORED_BLOCK // (STORED_BLOCK + _BLOCK_HEADER)
+    for size in range(max(0, guess - 8), guess + 9):
+        if stored_size(size) == member_size:
+            return size
+    raise FormatError(f"a {member_size}-byte member is not a tmpl2deb stored gzip stream")
+
+
+def _block_header(length: int, final: bool) -> bytes:
+    return struct.pack("<BHH", final, length, length ^ 0xFFFF)
+
+
+def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
+    """CRC-32 of A+B from crc(A), crc(B) and len(B) (zlib's crc32_combine, GF(2) matrices)."""
+    if len2 <= 0:
+        return crc1
+    odd = [0xEDB88320] + [1 << n for n in range(31)]  # one zero bit
+    even = _gf2_square(odd)  # two zero bits
+    odd = _gf2_square(even)  # four zero bits
+    while True:
+        even = _gf2_square(odd)
+        if len2 & 1:
+            crc1 = _gf2_times(even, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+        odd = _gf2_square(even)
+        if len2 & 1:
+            crc1 = _gf2_times(odd, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+    return crc1 ^ crc2
+
+
+def _gf2_times(matrix: list[int], vector: int) -> int:
+    total, row = 0, 0
+    while vector:
+        if vector & 1:
+            total ^= matrix[row]
+        vector >>= 1
+        row += 1
+    return total
+
+
+def _gf2_square(matrix: list[int]) -> list[int]:
+    return [_gf2_times(matrix, matrix[n]) for n in range(32)]
+
+
+def stored_gzip(data: bytes) -> bytes:
+    """A whole stored gzip stream of data (for small members)."""
+    out = io.BytesIO()
+    writer = StoredGzipWriter(out)
+    writer.write(data)
+    writer.close()
+    return out.getvalue()
+
+
+class StoredGzipWriter:
+    """Writes a stored gzip stream to out, keeping the CRC of each segment of the content."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self.start = out.tell()
+        self.size = 0
+        self.segments: list[list[int]] = [[0, 0]]  # [crc, length] per segment
+        self._partial = bytearray()
+        out.write(GZIP_HEADER)
+
+    def split(self) -> int:
+        """Start a new CRC segment; return its index."""
+        self.segments.append([0, 0])
+        return len(self.segments) - 1
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        segment = self.segments[-1]
+        segment[0] = zlib.crc32(view, segment[0])
+        segment[1] += len(view)
+        self.size += len(view)
+        if self._partial:
+            take = min(STORED_BLOCK - len(self._partial), len(view))
+            self._partial += view[:take]
+            view = view[take:]
+            if len(self._partial) == STORED_BLOCK:
+                self._block(self._partial)
+                self._partial = bytearray()
+        while len(view) >= STORED_BLOCK:
+            self._block(view[:STORED_BLOCK])
+            view = view[STORED_BLOCK:]
+        self._partial += view
+
+    def _block(self, data: bytes | bytearray | memoryview, final: bool = False) -> None:
+        self._out.write(_block_header(len(data), final))
+        self._out.write(data)
+
+    def close(self) -> None:
+        """Write the final block and the trailer."""
+        self._block(self._partial, final=True)
+        self._partial = bytearray()
+        self._out.write(self._trailer())
+
+    def _trailer(self) -> bytes:
+        crc = 0
+        for segment_crc, length in self.segments:
+            crc = crc32_combine(crc, segment_crc, length)
+        return struct.pack("<II", crc, self.size & 0xFFFFFFFF)
+
+    def patch(self, segment: int, content_offset: int, data: bytes) -> None:
+        """Overwrite the whole of a (written) segment and fix the trailer's CRC."""
+        assert self.segments[segment][1] == len(data)
+        for piece_at, piece in _pieces(content_offset, data):
+            self._out.seek(self.start + stored_offset(piece_at))
+            self._out.write(piece)
+        self.segments[segment][0] = zlib.crc32(data)
+        self._out.seek(self.start + stored_size(self.size) - _GZIP_TRAILER)
+        self._out.write(self._trailer())
+        self._out.seek(0, os.SEEK_END)
+
+
+def _pieces(offset: int, data: bytes) -> Iterator[tuple[int, bytes]]:
+    """Split data at stored-block boundaries: (content offset, bytes) pieces."""
+    while data:
+        room = STORED_BLOCK - offset % STORED_BLOCK
+        yield offset, data[:room]
+        offset, data = offset + room, data[room:]
+
+
+def _directories(*paths: str) -> list[str]:
+    """'./' and every directory on the way to each path, sorted, as tar member names."""
+    names = {"./"}
+    for path in paths:
+        parts = path.split("/")
+        names.update("./" + "/".join(parts[:depth]) + "/" for depth in range(1, len(parts) + 1))
+    return sorted(names)
+
+
 class DebWriter:
     """Writes a template .deb into a seekable file while the payload is streamed into it.
 
-    Layout: debian-binary, control.tar (space reserved up front and filled at the end,
-    because the control fields hold the payload's digest), data.tar (uncompressed: its
-    payload is already zstd). Only headers are rewritten afterwards; the payload is
-    written once.
+    Layout: debian-binary, control.tar.gz (space reserved up front and filled at the end,
+    because the control fields hold the payload's digest), data.tar.gz. Both gzip members
+    use stored blocks (see above): the payload is compressed once, by zstd, and written
+    once; only headers are rewritten afterwards.
     """
 
-    def __init__(self, out: BinaryIO, package: str, mtime: int, control_space: int) -> None:
+    def __init__(self, out: BinaryIO, package: str, mtime: int, control_size: int) -> None:
         self._out = out
         self._dir = template_dir(package)
         self._mtime = mtime
-        self._control_space = control_space
+        self._control_size = control_size  # length of control.tar, padded
         self._control_at = 0
         self._data_at = 0
-        self._payload_header_at = 0
-        self._payload_header = b""
-        self._payload_at = 0
+        self._data: StoredGzipWriter | None = None
+        self._header_segment = 0
+        self._header_offset = 0
+        self._payload_offset = 0
 
-    def begin_payload(self) -> None:
-        """Write everything up to the payload; the caller then writes the payload at out's fd."""
+    @property
+    def data(self) -> StoredGzipWriter:
+        assert self._data is not None, "begin_payload() first"
+        return self._data
+
+    def begin_payload(self, docs: dict[str, bytes]) -> None:
+        """Write everything up to the payload (docs go to /usr/share/doc/PACKAGE/)."""
         out = self._out
         out.write(AR_MAGIC + ar_header("debian-binary", len(DEBIAN_BINARY), self._mtime))
         out.write(DEBIAN_BINARY)
-        out.write(ar_header("control.tar", self._control_space, self._mtime))
+        control_member = stored_size(self._control_size)
+        out.write(ar_header("control.tar.gz", control_member, self._mtime))
         self._control_at = out.tell()
-        out.write(bytes(self._control_space))
+        out.write(bytes(control_member) + b"\n" * (control_member % 2))
         self._data_at = out.tell()
-        out.write(ar_header("data.tar", 0, self._mtime))
-        parts = self._dir.split("/")
-        for depth in range(len(parts) + 1):
-            name = "./" + "".join(p + "/" for p in parts[:depth])
-            out.write(tar_header(name, self._mtime, directory=True))
-        self._payload_header = tar_header(f"./{self._dir}/{PAYLOAD}", self._mtime)
-        self._payload_header_at = out.tell()
-        out.write(self._payload_header)
-        out.flush()
-        self._payload_at = out.tell()
+        out.write(ar_header("data.tar.gz", 0, self._mtime))
+        self._data = StoredGzipWriter(out)
+        doc_dir = f"usr/share/doc/{self._dir.rpartition('/')[2]}"
+        for directory in _directories(doc_dir, self._dir):
+            self.data.write(tar_header(directory, self._mtime, directory=True))
+            if directory == f"./{doc_dir}/":
+                for name, data in sorted(docs.items()):
+                    self.data.write(tar_file(f"./{doc_dir}/{name}", data, self._mtime))
+        self._header_segment = self.data.split()
+        self._header_offset = self.data.size
+        self.data.write(tar_header(f"./{self._dir}/{PAYLOAD}", self._mtime))
+        self.data.split()
+        self._payload_offset = self.data.size
+
+    def write_payload(self, chunk: bytes | memoryview) -> None:
+        """Append payload bytes (the zstd stream)."""
+        self.data.write(chunk)
 
     def end_payload(self) -> int:
-        """Note where the payload ended (the fd's offset) and pad it; return its size."""
-        end = os.lseek(self._out.fileno(), 0, os.SEEK_CUR)
-        self._out.seek(end)
-        size = end - self._payload_at
-        self._out.write(_padding(size))
-        name = f"./{self._dir}/{PAYLOAD}"
-        header = tar_header(name, self._mtime, size=size)
-        if len(header) != len(self._payload_header):
-            raise FormatError("payload too large for a tar header")
-        self._payload_header = header
+        """Pad the payload to the tar block size and return its size."""
+        size = self.data.size - self._payload_offset
+        self.data.write(_padding(size))
+        self.data.split()
         return size
 
     def add_file(self, name: str, data: bytes) -> None:
-        """Add a small file next to the payload."""
-        self._out.write(tar_file(f"./{self._dir}/{name}", data, self._mtime))
+        """Add a small file after the payload."""
+        self.data.write(tar_file(f"./{self._dir}/{name}", data, self._mtime))
 
-    def finish(self, control: bytes) -> None:
+    def finish(self, control: bytes, payload_size: int) -> None:
         """Close data.tar, then fill in the control member and the sizes left open."""
         out = self._out
-        out.write(bytes(2 * BLOCK))
-        end = out.tell()
-        data_size = end - self._data_at - AR_HEADER
+        self.data.write(bytes(2 * BLOCK))
+        self.data.close()
+        data_size = out.tell() - self._data_at - AR_HEADER
         if data_size % 2:
             out.write(b"\n")
+        header = tar_header(f"./{self._dir}/{PAYLOAD}", self._mtime, size=payload_size)
+        self.data.patch(self._header_segment, self._header_offset, header)
         out.seek(self._control_at)
-        out.write(control_tar(control, self._mtime, self._control_space))
+        out.write(stored_gzip(control_tar(control, self._mtime, self._control_size)))
         out.seek(self._data_at)
-        out.write(ar_header("data.tar", data_size, self._mtime))
-        out.seek(self._payload_header_at)
-        out.write(self._payload_header)
+        out.write(ar_header("data.tar.gz", data_size, self._mtime))
         out.seek(0, os.SEEK_END)
         out.flush()
 
 
 @dataclass(frozen=True, slots=True)
 class Span:
-    """A byte range of a file."""
+    """A byte range: of a file, or of the content of a stored gzip member."""
 
     offset: int
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """Bytes of a file: a plain span (member is None) or a span of a stored gzip member."""
+
+    path: Path
+    span: Span
+    member: int | None = None  # file offset of the stored gzip member
+
+    def pieces(self) -> Iterator[tuple[int, int]]:
+        """(file offset, length) pieces holding the region's bytes, in order."""
+        if self.member is None:
+            yield self.span.offset, self.span.size
+            return
+        position, left = self.span.offset, self.span.size
+        while left:
+            length = min(left, STORED_BLOCK - position % STORED_BLOCK)
+            yield self.member + stored_offset(position), length
+            position += length
+            left -= length
+
+    def read(self) -> bytes:
+        """All the bytes (for small regions)."""
+        with self.path.open("rb") as f:
+            return b"".join(_read_at(f, offset, length) for offset, length in self.pieces())
+
+
+def _read_at(f: BinaryIO, offset: int, length: int) -> bytes:
+    f.seek(offset)
+    data = f.read(length)
+    if len(data) != length:
+        raise FormatError(f"{f.name} is truncated")
+    return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,11 +366,10 @@ class DebLayout:
     """Where the parts of a template .deb are."""
 
     path: Path
-    control: Span
-    data: Span
-    payload: Span
-    manifest: Span
-    metadata: Span
+    control: Region
+    payload: Region
+    manifest: Region
+    metadata: Region
     package_dir: str
 
 
@@ -175,13 +379,8 @@ def read_layout(path: Path) -> DebLayout:
         file_size = path.stat().st_size
         with path.open("rb") as f:
             members = _ar_members(f, path, file_size)
-            control = members.get("control.tar")
-            data = members.get("data.tar")
-            if control is None or data is None:
-                raise FormatError(
-                    f"{path} is not a tmpl2deb template: it has {sorted(members)} "
-                    "instead of an uncompressed control.tar and data.tar"
-                )
+            control = _stored_member(f, path, members, "control.tar.gz")
+            data = _stored_member(f, path, members, "data.tar.gz")
             files = _data_files(f, data, path)
     except OSError as err:
         raise FormatError(f"cannot read {path}: {err.strerror}") from err
@@ -210,15 +409,29 @@ def _ar_members(f: BinaryIO, path: Path, file_size: int) -> dict[str, Span]:
     f.seek(members["debian-binary"].offset)
     if not f.read(4).startswith(b"2."):
         raise FormatError(f"{path} has an unsupported debian-binary version")
+    if names[1:3] != ["control.tar.gz", "data.tar.gz"]:
+        raise FormatError(f"{path} is not a tmpl2deb template (members: {', '.join(names)})")
     return members
 
 
-class _Window(io.RawIOBase):
-    """A read-only, seekable view of a byte range of a file (for tarfile)."""
+def _stored_member(f: BinaryIO, path: Path, members: dict[str, Span], name: str) -> Region:
+    """Check a stored gzip member's header and trailer; return its content as a Region."""
+    span = members[name]
+    size = content_size(span.size)
+    if _read_at(f, span.offset, len(GZIP_HEADER)) != GZIP_HEADER:
+        raise FormatError(f"{path}: {name} is not a tmpl2deb stored gzip stream")
+    trailer = _read_at(f, span.offset + span.size - _GZIP_TRAILER, _GZIP_TRAILER)
+    if struct.unpack("<I", trailer[4:])[0] != size & 0xFFFFFFFF:
+        raise FormatError(f"{path}: {name} has an inconsistent size (corrupt or truncated)")
+    return Region(path, Span(0, size), span.offset)
 
-    def __init__(self, f: BinaryIO, span: Span) -> None:
+
+class _Window(io.RawIOBase):
+    """A read-only, seekable file object over a Region (for tarfile)."""
+
+    def __init__(self, f: BinaryIO, region: Region) -> None:
         self._f = f
-        self._span = span
+        self._region = region
         self._pos = 0
 
     def readable(self) -> bool:
@@ -231,35 +444,37 @@ class _Window(io.RawIOBase):
         return self._pos
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos, 2: self._span.size}[whence]
+        base = {0: 0, 1: self._pos, 2: self._region.span.size}[whence]
         self._pos = max(0, base + offset)
         return self._pos
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        size = max(0, min(len(buffer), self._span.size - self._pos))
-        self._f.seek(self._span.offset + self._pos)
-        n = self._f.readinto(buffer[:size])  # type: ignore[attr-defined]
-        self._pos += n
-        return int(n)
+        left = self._region.span.size - self._pos
+        size = max(0, min(len(buffer), left))
+        if not size:
+            return 0
+        piece = Region(self._region.path, Span(self._pos, size), self._region.member)
+        data = b"".join(_read_at(self._f, o, n) for o, n in piece.pieces())
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
 
 
-def _data_files(f: BinaryIO, data: Span, path: Path) -> dict[str, Span]:
+def _data_files(f: BinaryIO, data: Region, path: Path) -> dict[str, Span]:
     files: dict[str, Span] = {}
     try:
         with tarfile.open(fileobj=io.BufferedReader(_Window(f, data)), mode="r:") as tar:
             for info in tar:
-                if info.offset_data + info.size > data.size:
+                if info.offset_data + info.size > data.span.size:
                     raise FormatError(f"{path} is truncated inside data.tar ({info.name})")
                 if info.isfile():
-                    files[info.name.removeprefix("./")] = Span(
-                        data.offset + info.offset_data, info.size
-                    )
+                    files[info.name.removeprefix("./")] = Span(info.offset_data, info.size)
     except tarfile.TarError as err:
         raise FormatError(f"{path} has a corrupt data.tar: {err}") from err
     return files
 
 
-def _layout(path: Path, control: Span, data: Span, files: dict[str, Span]) -> DebLayout:
+def _layout(path: Path, control: Region, data: Region, files: dict[str, Span]) -> DebLayout:
     payloads = [name for name in files if name.endswith("/" + PAYLOAD)]
     if len(payloads) != 1 or not payloads[0].startswith(TEMPLATES_DIR + "/"):
         raise FormatError(
@@ -269,27 +484,23 @@ def _layout(path: Path, control: Span, data: Span, files: dict[str, Span]) -> De
     for name in (MANIFEST, METADATA):
         if f"{package_dir}/{name}" not in files:
             raise FormatError(f"{path} is incomplete: {package_dir}/{name} is missing")
+
+    def region(name: str) -> Region:
+        return Region(path, files[f"{package_dir}/{name}"], data.member)
+
     return DebLayout(
         path=path,
         control=control,
-        data=data,
-        payload=files[f"{package_dir}/{PAYLOAD}"],
-        manifest=files[f"{package_dir}/{MANIFEST}"],
-        metadata=files[f"{package_dir}/{METADATA}"],
+        payload=region(PAYLOAD),
+        manifest=region(MANIFEST),
+        metadata=region(METADATA),
         package_dir=package_dir,
     )
 
 
-def read_span(path: Path, span: Span) -> bytes:
-    """The bytes of a (small) span of a file."""
-    with path.open("rb") as f:
-        f.seek(span.offset)
-        return f.read(span.size)
-
-
 def read_control(layout: DebLayout) -> bytes:
-    """The ./control file from the control.tar member."""
-    raw = read_span(layout.path, layout.control)
+    """The ./control file from the control.tar.gz member."""
+    raw = layout.control.read()
     try:
         with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
             member = tar.extractfile("./control")

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 PACKAGE_PREFIX = "tmpl-"
-DEFAULT_MAINTAINER = "tmpl2deb <root@localhost>"
+DEFAULT_MAINTAINER = "Image Templates <image-templates@example.org>"
 
 _PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import logging
 import os
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -82,18 +84,21 @@ def pack(source: Path, options: PackOptions) -> Path:
     package = options.package or package_name(options.name)
     draft = _draft_metadata(options, package)
     space = len(debformat.control_tar(render_control(draft, _PLACEHOLDER_INFO), options.mtime))
+    space = max(space, 10240)  # at least one tar record, as tar itself writes
     log.info("Packing %s into a template for image %s", source, options.name)
     with _output_file(options.output) as (out, tmp_path):
         writer_ = debformat.DebWriter(out, package, options.mtime, space)
-        writer_.begin_payload()
-        stream = _stream_payload(source, options, out)
+        docs = _doc_files(draft, options)
+        writer_.begin_payload(docs)
+        stream = _stream_payload(source, options, writer_.write_payload)
         payload_size = writer_.end_payload()
         meta, manifest = _finish_metadata(draft, stream, options)
         writer_.add_file(debformat.MANIFEST, manifest)
         writer_.add_file(debformat.METADATA, meta.to_json().encode())
-        installed = _installed_size(payload_size, len(manifest), len(meta.to_json()))
+        sizes = (len(manifest), len(meta.to_json()), *map(len, docs.values()))
+        installed = _installed_size(payload_size, *sizes)
         info = PackageInfo(maintainer=options.maintainer, installed_size=installed)
-        writer_.finish(render_control(meta, info))
+        writer_.finish(render_control(meta, info), payload_size)
         target = options.output / deb_filename(meta.package, meta.version, meta.architecture)
         tmp_path.rename(target)
     ratio = payload_size / max(stream.size, 1)
@@ -135,8 +140,28 @@ def _draft_metadata(options: PackOptions, package: str) -> TemplateMetadata:
 
 def _installed_size(payload: int, *small: int) -> int:
     """Installed-Size in KiB the way dpkg-gencontrol counts: per file rounded up, 1 per dir."""
-    dirs = len(debformat.TEMPLATES_DIR.split("/")) + 1
+    dirs = 9  # ./ usr share doc doc/PACKAGE tmpl2deb templates templates/PACKAGE, rounded up
     return sum(-(-size // 1024) for size in (payload, *small)) + dirs
+
+
+def _doc_files(draft: TemplateMetadata, options: PackOptions) -> dict[str, bytes]:
+    """copyright and changelog.gz, as every Debian package carries them."""
+    date = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(options.mtime))
+    changelog = (
+        f"{draft.package} ({draft.version}) unstable; urgency=medium\n\n"
+        f"  * Image template {draft.image}, packed by tmpl2deb.\n\n"
+        f" -- {options.maintainer}  {date}\n"
+    )
+    copyright_ = (
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n"
+        f"Comment: This package holds the root filesystem of the image {draft.image}.\n"
+        " Each Debian package in that root filesystem carries its own copyright\n"
+        " file under /usr/share/doc; see the template's manifest for the list.\n"
+    )
+    return {
+        "changelog.gz": gzip.compress(changelog.encode(), compresslevel=9, mtime=0),
+        "copyright": copyright_.encode(),
+    }
 
 
 @contextmanager
@@ -161,24 +186,56 @@ def _umask() -> int:
     return mask
 
 
-def _stream_payload(source: Path, options: PackOptions, out: BinaryIO) -> TarFilter:
-    """Run source | filter | zstd into out's file descriptor; return the finished filter."""
+def _stream_payload(
+    source: Path, options: PackOptions, write: Callable[[memoryview], None]
+) -> TarFilter:
+    """Run source | filter | zstd, handing zstd's output to write(); return the filter."""
     zstd = ["zstd", "--quiet", "--threads=0", f"-{options.level}", "--stdout"]
     with ExitStack() as stack:
         read_fd, producer, decide = _open_source(source, options, stack)
-        compressor = stack.enter_context(spawn(zstd, stdin=subprocess.PIPE, stdout=out))
+        compressor = stack.enter_context(spawn(zstd, stdin=subprocess.PIPE))
+        drain = _Drain(compressor, write)
         tar_filter = TarFilter(
             writer(compressor.stdin.fileno()), decide=decide, capture=rootfs.CAPTURED
         )
         try:
             pump(read_fd, tar_filter, progress=_progress)
         except (BrokenPipeError, FormatError) as err:
+            drain.join()
             _raise_tool_failure([producer, compressor], err)
         if producer is not None:
             _wait_reader(producer)
         compressor.stdin.close()
+        drain.join()
         compressor.wait()
     return tar_filter
+
+
+class _Drain(threading.Thread):
+    """Reads the compressor's output into the .deb while the main thread feeds it."""
+
+    def __init__(self, process: Process, write: Callable[[memoryview], None]) -> None:
+        super().__init__(daemon=True)
+        self._process = process
+        self._write = write
+        self.error: OSError | None = None
+        self.start()
+
+    def run(self) -> None:
+        buf = bytearray(1 << 20)
+        view = memoryview(buf)
+        fd = self._process.stdout.fileno()
+        try:
+            while n := os.readv(fd, [buf]):
+                self._write(view[:n])
+        except OSError as err:
+            self.error = err
+            self._process.stdout.close()  # zstd now fails on its next write, and stops
+
+    def join(self, timeout: float | None = None) -> None:
+        super().join(timeout)
+        if self.error is not None:
+            raise FormatError(f"cannot write the template: {self.error.strerror}") from self.error
 
 
 def _progress(done: int) -> None:

@@ -40,8 +40,7 @@ class Template:
     metadata: TemplateMetadata
     metadata_json: bytes
     manifest: bytes
-    payload_path: Path
-    payload: debformat.Span
+    payload: debformat.Region
     control: dict[str, str]
 
 
@@ -61,13 +60,12 @@ def _from_deb(path: Path) -> Template:
 
     layout = debformat.read_layout(path)
     control = Deb822(debformat.read_control(layout))
-    metadata_json = debformat.read_span(path, layout.metadata)
+    metadata_json = layout.metadata.read()
     template = Template(
         source=path,
         metadata=_parse(path, metadata_json),
         metadata_json=metadata_json,
-        manifest=debformat.read_span(path, layout.manifest),
-        payload_path=path,
+        manifest=layout.manifest.read(),
         payload=layout.payload,
         control=dict(control),
     )
@@ -102,8 +100,7 @@ def _from_staging(root: Path, package: str) -> Template:
         metadata=metadata,
         metadata_json=metadata_json,
         manifest=manifest,
-        payload_path=payload_path,
-        payload=debformat.Span(0, size),
+        payload=debformat.Region(payload_path, debformat.Span(0, size)),
         control={},
     )
     _check_consistent(template)
@@ -215,19 +212,22 @@ def _decompress(template: Template) -> Iterator[Process]:
             feeder.join()
 
 
+def _send(out: int, fd: int, offset: int, left: int) -> None:
+    while left:
+        sent = os.sendfile(out, fd, offset, left)
+        if not sent:
+            return  # truncated file; zstd reports the short frame
+        offset += sent
+        left -= sent
+
+
 def _feed(template: Template, process: Process) -> None:
     """Copy the payload span into zstd's stdin without passing it through Python buffers."""
-    span = template.payload
     out = process.stdin.fileno()
     try:
-        with template.payload_path.open("rb") as f:
-            offset, left = span.offset, span.size
-            while left:
-                sent = os.sendfile(out, f.fileno(), offset, min(left, 1 << 24))
-                if not sent:
-                    break  # truncated file; zstd reports the short frame
-                offset += sent
-                left -= sent
+        with template.payload.path.open("rb") as f:
+            for offset, length in template.payload.pieces():
+                _send(out, f.fileno(), offset, length)
     except OSError:
         pass  # zstd exited early; its error is reported by the reader side
     finally:
