@@ -1,0 +1,180 @@
+#!/usr/bin/python3
+"""Benchmark tmpl2deb pack/unpack side by side with the reference pipelines (run as root).
+
+Usage: bench/bench.py [ROOTFS] [--runs N] [--work DIR]
+Without ROOTFS, a Debian minbase rootfs is built with mmdebstrap first. Each row is the
+median of N runs: wall time, CPU time (user+sys of the whole process tree), peak RSS of the
+whole process tree (sampled from /proc every 10 ms, summed over live processes) and output size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+TAR_FLAGS = (
+    "--format=pax --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime "
+    "--xattrs --xattrs-include='*' --acls --selinux --numeric-owner"
+)
+TMPL2DEB = [sys.executable, "-m", "tmpl2deb"]
+
+
+def tree_rss(pid: int) -> int:
+    """Sum of VmRSS (KiB) of pid and all its descendants."""
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            total += next(
+                int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("VmRSS")
+            )
+            for task in Path(f"/proc/{current}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, StopIteration):
+            continue
+    return total
+
+
+def measure(argv: list[str] | str, output: Path) -> tuple[float, float, int, int]:
+    """(wall s, cpu s, peak tree RSS KiB, output bytes) of one run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.monotonic()
+    process = subprocess.Popen(argv, shell=isinstance(argv, str), stdout=subprocess.DEVNULL)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, tree_rss(process.pid))
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    code = process.wait()
+    done.set()
+    sampler.join()
+    wall = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if code:
+        raise SystemExit(f"benchmark command failed ({code}): {argv}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, peak, _size(output)
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    if path.is_dir():
+        return int(subprocess.run(["du", "-sb", path], capture_output=True, text=True,
+                                  check=True).stdout.split()[0])  # fmt: skip
+    return 0
+
+
+def median_run(runs: int, argv: list[str] | str, output: Path, reset: list[Path]) -> list[float]:
+    results = []
+    for _ in range(runs):
+        for path in reset:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(True)
+        subprocess.run(["sync"], check=True)
+        results.append(measure(argv, output))
+    return [statistics.median(column) for column in zip(*results, strict=True)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rootfs", nargs="?", type=Path, help="rootfs directory (default: minbase)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per row (default: 3)")
+    parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: tmp)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="tmpl2deb-bench-", dir=args.work))
+    try:
+        return run(args, work)
+    finally:
+        subprocess.run(["umount", "-q", work / "merged"], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, work: Path) -> int:
+    rootfs = args.rootfs
+    if rootfs is None:
+        rootfs = work / "minbase"
+        print("building a minbase rootfs with mmdebstrap ...", file=sys.stderr)
+        subprocess.run(["mmdebstrap", "--quiet", "--variant=minbase", "--mode=root", "bookworm",
+                        rootfs], check=True)  # fmt: skip
+    out = work / "out"
+    out.mkdir()
+    env_epoch = "SOURCE_DATE_EPOCH=1700000000"
+    rows: list[tuple[str, list[float]]] = []
+    ref_tar = work / "ref.tar.zst"
+    rows.append(("tmpl2deb pack", median_run(
+        args.runs, f"{env_epoch} {' '.join(TMPL2DEB)} pack -q {rootfs} --name bench "
+        f"--version 1 -o {out}", out / "tmpl-bench_1_amd64.deb", [])))  # fmt: skip
+    deb = next(out.glob("*.deb"))
+    rows.append(("tar | zstd -T0 -3", median_run(
+        args.runs, f"tar -C {rootfs} -cf - {TAR_FLAGS} --sort=name . | zstd -q -T0 -3 > {ref_tar}",
+        ref_tar, [])))  # fmt: skip
+    rows.append(("dpkg-deb -b (naive)", _dpkg_deb_row(args.runs, rootfs, work)))
+    dest, ref_dest = work / "dest", work / "ref-dest"
+    rows.append(("tmpl2deb unpack", median_run(
+        args.runs, [*TMPL2DEB, "unpack", "-q", str(deb), str(dest)], dest, [dest])))  # fmt: skip
+    rows.append(("zstd -dc | tar -x", median_run(
+        args.runs, f"mkdir {ref_dest} && zstd -dc {ref_tar} | tar -C {ref_dest} -x "
+        f"{TAR_FLAGS}", ref_dest, [ref_dest])))  # fmt: skip
+    rootfs_tar = _size_of_tar(rootfs)
+    print(f"rootfs: {rootfs}  ({rootfs_tar / 2**20:.1f} MiB as tar), median of {args.runs} runs")
+    print(
+        f"{'step':<22}{'wall s':>8}{'cpu s':>8}{'peak RSS MiB':>14}{'output MiB':>12}{'ratio':>8}"
+    )
+    base = {"pack": rows[1][1][0], "unpack": rows[4][1][0]}
+    for name, (wall, cpu, rss, size) in rows:
+        kind = "unpack" if "-x" in name or "unpack" in name else "pack"
+        print(f"{name:<22}{wall:>8.2f}{cpu:>8.2f}{rss / 1024:>14.1f}{size / 2**20:>12.1f}"
+              f"{wall / base[kind]:>7.2f}x")  # fmt: skip
+    payload = rows[0][1][3] / rootfs_tar
+    print(f"payload / rootfs tar: {payload:.3f}")
+    return 0
+
+
+def _size_of_tar(rootfs: Path) -> int:
+    tar = subprocess.Popen(["tar", "-C", rootfs, "-cf", "-", "--format=pax", "."],
+                           stdout=subprocess.PIPE)  # fmt: skip
+    assert tar.stdout is not None
+    total = 0
+    while chunk := tar.stdout.read(1 << 20):
+        total += len(chunk)
+    tar.wait()
+    return total
+
+
+def _dpkg_deb_row(runs: int, rootfs: Path, work: Path) -> list[float]:
+    """dpkg-deb -b needs DEBIAN/control in the tree: add it with an overlay, not in ROOTFS."""
+    upper, scratch, merged = work / "upper", work / "scratch", work / "merged"
+    for path in (upper / "DEBIAN", scratch, merged):
+        path.mkdir(parents=True)
+    (upper / "DEBIAN/control").write_text(
+        "Package: naive\nVersion: 1\nArchitecture: amd64\nMaintainer: b <b@example.org>\n"
+        "Description: naive rootfs package\n"
+    )
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={rootfs},upperdir={upper},workdir={scratch}", merged],
+                   check=True)  # fmt: skip
+    target = work / "naive.deb"
+    try:
+        return median_run(runs, ["dpkg-deb", "--nocheck", "-Zzstd", "-z3", "-b", str(merged),
+                                 str(target)], target, [])  # fmt: skip
+    finally:
+        subprocess.run(["umount", merged], check=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
