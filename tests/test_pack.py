@@ -198,3 +198,14 @@ def test_lintian_reports_no_errors(pack_small: Callable[..., Path]) -> None:
     assert errors == [], result.stdout
     assert result.returncode in (0, 2), result.stderr  # 2: warnings only
     assert "uses-no-compression" not in result.stdout
+
+
+def test_corrupt_tarball_names_the_failing_tool(cli: Cli, tmp_path: Path) -> None:
+    needs_tool("zstd")
+    bad = tmp_path / "rootfs.tar.zst"
+    bad.write_bytes(b"\x28\xb5\x2f\xfd" + b"garbage" * 100)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert cli("pack", bad, "--name", "x", "-o", out) == 1
+    assert "error: zstd failed" in cli.err
+    assert list(out.iterdir()) == []

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO, NoReturn
+from typing import BinaryIO
 
 from tmpl2deb import debformat, rootfs
 from tmpl2deb.errors import CommandError, FormatError, MetadataError, PrivilegeError
@@ -29,7 +29,7 @@ from tmpl2deb.metadata import (
     package_name,
     render_control,
 )
-from tmpl2deb.run import Process, run, spawn
+from tmpl2deb.run import Process, pipeline_failed, run, spawn
 from tmpl2deb.tarstream import Action, Member, TarFilter, pump, writer
 
 log = logging.getLogger(__name__)
@@ -201,10 +201,14 @@ def _stream_payload(
         try:
             pump(read_fd, tar_filter, progress=_progress)
         except (BrokenPipeError, FormatError) as err:
+            with contextlib.suppress(OSError):
+                compressor.stdin.close()  # lets zstd, and so the drain thread, finish
             drain.join()
-            _raise_tool_failure([producer, compressor], err)
+            with _privilege_hint():
+                pipeline_failed(err, upstream=producer, downstream=compressor)
         if producer is not None:
-            _wait_reader(producer)
+            with _privilege_hint():
+                producer.wait()
         compressor.stdin.close()
         drain.join()
         compressor.wait()
@@ -262,29 +266,17 @@ def _open_source(
     return decompressor.stdout.fileno(), decompressor, decide
 
 
-def _wait_reader(process: Process) -> None:
-    """Wait for tar or the decompressor; a permission problem becomes a PrivilegeError."""
+@contextmanager
+def _privilege_hint() -> Iterator[None]:
+    """tar failing on files it may not read becomes a PrivilegeError for non-root users."""
     try:
-        process.wait()
+        yield
     except CommandError as err:
         if "Permission denied" in str(err) and os.geteuid() != 0:
             raise PrivilegeError(
                 f"cannot read every file of the rootfs ({err}); pack as root (sudo)"
             ) from err
         raise
-
-
-def _raise_tool_failure(processes: list[Process | None], err: Exception) -> NoReturn:
-    """A pipeline broke: report the tool that failed rather than the broken pipe."""
-    for process in processes:
-        if process is None:
-            continue
-        for stream in (process.popen.stdin, process.popen.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-        _wait_reader(process)
-    raise err
 
 
 def _finish_metadata(

@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 from tmpl2deb.errors import CommandError
 
@@ -182,3 +182,29 @@ def spawn(
             for stream in (popen.stdin, popen.stdout):
                 if stream is not None:
                     stream.close()
+
+
+def pipeline_failed(err: Exception, *, upstream: Process | None, downstream: Process) -> NoReturn:
+    """Our pump between two tools broke: raise the tool failure that explains err.
+
+    A broken pipe means the downstream tool died; a cut-short or garbled stream usually
+    means the upstream tool did. Without such a failure, err itself is raised.
+    """
+    processes = [p for p in (upstream, downstream) if p is not None]
+    for process in processes:
+        for stream in (process.popen.stdin, process.popen.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+    failures: dict[int, CommandError] = {}
+    for process in processes:
+        try:
+            process.wait()
+        except CommandError as failure:
+            failures[id(process)] = failure
+    cause = downstream if isinstance(err, BrokenPipeError) else upstream
+    if id(cause) in failures:
+        raise failures[id(cause)] from err
+    if isinstance(err, BrokenPipeError) and failures:
+        raise next(iter(failures.values())) from err
+    raise err

@@ -14,19 +14,16 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
 from tmpl2deb import debformat, rootfs
 from tmpl2deb.errors import (
-    CommandError,
     FormatError,
     IntegrityError,
     MetadataError,
     PrivilegeError,
-    Tmpl2debError,
 )
 from tmpl2deb.metadata import TemplateMetadata
-from tmpl2deb.run import Process, spawn
+from tmpl2deb.run import Process, pipeline_failed, spawn
 from tmpl2deb.tarstream import SafetyCheck, TarFilter, pump, writer
 
 log = logging.getLogger(__name__)
@@ -165,7 +162,7 @@ def _extract(template: Template, target: Path) -> None:
         try:
             pump(decompressor.stdout.fileno(), tar_filter, progress=_progress)
         except (BrokenPipeError, FormatError) as err:
-            _report_failure([decompressor, tar], err)
+            pipeline_failed(err, upstream=decompressor, downstream=tar)
         decompressor.wait()
         tar.stdin.close()
         tar.wait()
@@ -179,24 +176,6 @@ def _extract(template: Template, target: Path) -> None:
 
 def _progress(done: int) -> None:
     log.info("... %d MiB of rootfs tar unpacked", done >> 20)
-
-
-def _report_failure(processes: list[Process], err: Exception) -> NoReturn:
-    """The pipeline broke: name the tool that failed if one did, else re-raise err."""
-    for process in processes:
-        for stream in (process.popen.stdin, process.popen.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-    failures: list[CommandError] = []
-    for process in processes:
-        try:
-            process.wait()
-        except CommandError as failure:
-            failures.append(failure)
-    if isinstance(err, Tmpl2debError) or not failures:
-        raise err
-    raise failures[0] from err
 
 
 @contextmanager
