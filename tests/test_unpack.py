@@ -245,11 +245,11 @@ def test_ctrl_c_exits_130_and_leaves_nothing(minbase: Path, tmp_path: Path, verb
 
     out = tmp_path / "out"
     out.mkdir()
-    base = [sys.executable, "-m", "tmpl2deb"]
+    base: list[str | Path] = [sys.executable, "-m", "tmpl2deb"]
     deb = out / "tmpl-t_1_amd64.deb"
     if verb == "unpack":
         sh(*base, "pack", minbase, "--name", "t", "--version", "1", "--level", "1", "-o", out)
-    argv = {
+    argv: list[str | Path] = {
         "pack": [
             *base,
             "pack",
@@ -268,7 +268,10 @@ def test_ctrl_c_exits_130_and_leaves_nothing(minbase: Path, tmp_path: Path, verb
     process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)  # inside the stream: level 19 packs take many seconds, unpack ~2 s
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    try:
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
     if process.returncode == 0:
         pytest.skip(f"{verb} finished before the signal; nothing to check")
     assert process.returncode == 130, err

@@ -188,6 +188,8 @@ def _decompress(template: Template) -> Iterator[Process]:
         try:
             yield process
         finally:
+            if process.popen.poll() is None:
+                process.popen.kill()  # on errors: else the feeder waits for zstd forever
             feeder.join()
 
 
