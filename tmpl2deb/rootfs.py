@@ -99,11 +99,6 @@ def tar_extract_argv(dest: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def tar_list_argv() -> list[str]:
-    """GNU tar listing stdin verbosely with numeric owners (for diffs and tests)."""
-    return ["tar", "--list", "--verbose", "--numeric-owner", "--full-time", "--file=-"]
-
-
 def decompress_argv(tarball: Path) -> list[str] | None:
     """The decompressor for a rootfs tarball by suffix; None for a plain .tar."""
     tool = TARBALL_SUFFIXES.get(tarball.suffix)

@@ -7,7 +7,6 @@ import fcntl
 import logging
 import os
 import shlex
-import shutil
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -33,14 +32,6 @@ TOOL_PACKAGES = {
 }
 
 StrPath = str | os.PathLike[str]
-
-
-def find_tool(name: str) -> str:
-    """Return the absolute path of NAME on PATH, or raise CommandError naming its package."""
-    path = shutil.which(name)
-    if path is None:
-        raise CommandError(_missing(name))
-    return path
 
 
 def _missing(name: str) -> str:

@@ -161,7 +161,6 @@ class TarFilter:
         self._check = check
         self._capture_names = capture
         self.captured: dict[bytes, bytes] = {}
-        self.captured_types: dict[bytes, int] = {}
         self.sha256 = hashlib.sha256()
         self.size = 0
         self.members = 0
@@ -322,12 +321,10 @@ class TarFilter:
             self._emit(block, start)
         self._data_pass = action is Action.KEEP
         self._data_left = padded
-        if member.name in self._capture_names:
-            self.captured_types[member.name] = kind
-            if kind in REGULAR and padded:
-                self._capture = bytearray()
-                self._capture_name = member.name
-                self._capture_left = min(member.size, _CAPTURE_LIMIT)
+        if member.name in self._capture_names and kind in REGULAR and padded:
+            self._capture = bytearray()
+            self._capture_name = member.name
+            self._capture_left = min(member.size, _CAPTURE_LIMIT)
         self._ext = bytearray()
         self._pax = {}
         self._longname = self._longlink = None
