@@ -115,22 +115,14 @@ def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
     """CRC-32 of A+B from crc(A), crc(B) and len(B) (zlib's crc32_combine, GF(2) matrices)."""
     if len2 <= 0:
         return crc1
-    odd = [0xEDB88320] + [1 << n for n in range(31)]  # one zero bit
-    even = _gf2_square(odd)  # two zero bits
-    odd = _gf2_square(even)  # four zero bits
-    while True:
-        even = _gf2_square(odd)
+    operator = [0xEDB88320] + [1 << n for n in range(31)]  # appends one zero bit
+    for _ in range(2):
+        operator = _gf2_square(operator)  # now four zero bits
+    while len2:
+        operator = _gf2_square(operator)  # one zero byte, then two, four, ...
         if len2 & 1:
-            crc1 = _gf2_times(even, crc1)
+            crc1 = _gf2_times(operator, crc1)
         len2 >>= 1
-        if not len2:
-            break
-        odd = _gf2_square(even)
-        if len2 & 1:
-            crc1 = _gf2_times(odd, crc1)
-        len2 >>= 1
-        if not len2:
-            break
     return crc1 ^ crc2
 
 
@@ -370,7 +362,6 @@ class DebLayout:
     payload: Region
     manifest: Region
     metadata: Region
-    package_dir: str
 
 
 def read_layout(path: Path) -> DebLayout:
@@ -494,7 +485,6 @@ def _layout(path: Path, control: Region, data: Region, files: dict[str, Span]) -
         payload=region(PAYLOAD),
         manifest=region(MANIFEST),
         metadata=region(METADATA),
-        package_dir=package_dir,
     )
 
 

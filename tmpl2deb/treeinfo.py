@@ -64,9 +64,20 @@ def _xattrs(path: bytes) -> tuple[tuple[str, bytes], ...]:
     return tuple(sorted((n, os.getxattr(path, n, follow_symlinks=False)) for n in names))
 
 
+def changed(
+    a: dict[bytes, Entry], b: dict[bytes, Entry], *, ignore_mtime: bool = False
+) -> list[bytes]:
+    """Paths in both descriptions whose entries differ (mtimes left out if ignore_mtime)."""
+
+    def key(entry: Entry) -> Entry:
+        return entry[:4] + entry[5:] if ignore_mtime else entry
+
+    return sorted(k for k in a.keys() & b.keys() if key(a[k]) != key(b[k]))
+
+
 def differences(a: dict[bytes, Entry], b: dict[bytes, Entry]) -> list[str]:
     """Human-readable differences between two descriptions."""
     out = [f"only in first: {k!r}" for k in sorted(a.keys() - b.keys())]
     out += [f"only in second: {k!r}" for k in sorted(b.keys() - a.keys())]
-    out += [f"{k!r}: {a[k]} != {b[k]}" for k in sorted(a.keys() & b.keys()) if a[k] != b[k]]
+    out += [f"{k!r}: {a[k]} != {b[k]}" for k in changed(a, b)]
     return out
