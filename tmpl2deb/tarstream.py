@@ -181,6 +181,11 @@ class TarFilter:
         self._capture_left = 0
         self._ended = False
 
+    @property
+    def ended(self) -> bool:
+        """The end-of-archive marker has been seen (what follows is padding)."""
+        return self._ended
+
     # -- output: runs of the input chunk, or replacement bytes, written once per chunk --
     def _keep(self, start: int, end: int) -> None:
         runs = self._runs

@@ -130,7 +130,7 @@ def unpack(source: Path, dest: Path, package: str = "") -> Path:
             "run as root (sudo)"
         )
     template = open_template(source, package)
-    _check_dest(dest)
+    check_dest(dest)
     staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmpl2deb-"))
     log.info("Unpacking %s (%s) into %s", template.metadata.package, template.source, dest)
     try:
@@ -144,7 +144,7 @@ def unpack(source: Path, dest: Path, package: str = "") -> Path:
     return dest
 
 
-def _check_dest(dest: Path) -> None:
+def check_dest(dest: Path) -> None:
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
         raise FormatError(f"{dest} exists and is not a directory; give a new or empty directory")
     if dest.is_dir() and any(dest.iterdir()):
@@ -158,7 +158,18 @@ def _extract(template: Template, target: Path) -> None:
     with ExitStack() as stack:
         decompressor = stack.enter_context(_decompress(template))
         tar = stack.enter_context(spawn(rootfs.tar_extract_argv(target), stdin=subprocess.PIPE))
-        tar_filter = TarFilter(writer(tar.stdin.fileno()), check=SafetyCheck())
+        to_tar = writer(tar.stdin.fileno())
+
+        def write(data: bytes | memoryview) -> None:
+            try:
+                to_tar(data)
+            except BrokenPipeError:
+                # GNU tar may exit at the end-of-archive marker without reading the padding
+                # after it; its exit status (checked below) tells whether it was content.
+                if not tar_filter.ended:
+                    raise
+
+        tar_filter = TarFilter(write, check=SafetyCheck())
         try:
             pump(decompressor.stdout.fileno(), tar_filter, progress=_progress)
         except (BrokenPipeError, FormatError) as err:
