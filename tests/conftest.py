@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import stat
 import subprocess
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +166,70 @@ def make_fidelity_tree(root: Path) -> None:
     deep.mkdir(parents=True)
     (deep / ("f" * 40)).write_text("deep\n")
     assert len(os.fspath(deep / ("f" * 40)).split("/srv/", 1)[1]) > 280
+
+
+@pytest.fixture
+def gnupg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], str]:
+    """A throwaway GNUPGHOME; calling the fixture makes a signing key, returns its fingerprint."""
+    needs_tool("gpg")
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    monkeypatch.setenv("GNUPGHOME", os.fspath(home))
+
+    def make_key(uid: str = "tmpl2deb test <test@example.org>") -> str:
+        sh("gpg", "--batch", "--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", "never")
+        listing: str = sh("gpg", "--batch", "--with-colons", "--list-secret-keys", uid).stdout
+        return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr"))
+
+    return make_key
+
+
+@contextlib.contextmanager
+def http_server(directory: Path) -> Iterator[str]:
+    """A real HTTP server (python3 -m http.server) on loopback serving DIRECTORY; its URL."""
+    process = subprocess.Popen(
+        [sys.executable, "-u", "-m", "http.server", "--bind", "127.0.0.1", "0"],
+        cwd=directory,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()  # Serving HTTP on 127.0.0.1 port N (http://...) ...
+        port = re.search(r" port (\d+) ", line)
+        assert port, f"http.server did not start: {line!r}"
+        yield f"http://127.0.0.1:{port[1]}"
+    finally:
+        process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+HOST_STATE = (
+    Path("/var/lib/dpkg/status"),
+    Path("/var/log/dpkg.log"),
+    Path("/etc/apt/sources.list.d"),
+)
+
+
+def host_state() -> dict[str, object]:
+    """What stage and derive must never change on the host: dpkg's database and log, apt's
+    sources, and the mounts."""
+    state: dict[str, object] = {}
+    for path in HOST_STATE:
+        if path.is_dir():
+            state[str(path)] = sorted((p.name, p.read_bytes()) for p in path.iterdir())
+        elif path.exists():
+            state[str(path)] = path.read_bytes()
+    state["mounts"] = Path("/proc/self/mountinfo").read_text().count("\n")
+    return state
+
+
+@pytest.fixture
+def host_untouched() -> Iterator[None]:
+    """Fail the test if it changed the host's dpkg status or log, apt sources or mounts."""
+    before = host_state()
+    yield
+    assert host_state() == before, "the host's dpkg/apt state or mounts changed"

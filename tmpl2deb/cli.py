@@ -48,6 +48,23 @@ class _CliArgs(argparse.Namespace):
     json: bool
     source: Path
     dest: Path
+    repo: Path
+    debs: list[Path]
+    codename: str
+    component: str
+    sign_with: str
+    apt_source: str
+    sources: list[str]
+    expect_signature: str
+    spec: str
+    staging: Path
+    template: Path
+    install: list[str]
+    purge: list[str]
+    distro: str
+    suite: str
+    allow_mismatch: bool
+    template_name: str
 
 
 def source_date_epoch(environ: dict[str, str] | os._Environ[str]) -> int:
@@ -111,6 +128,9 @@ def cmd_info(args: _CliArgs) -> None:
         ("Distro / suite", f"{meta.distro} {meta.suite}"),
         ("Features", " ".join(meta.features) or "-"),
         ("Parent", meta.parent or "-"),
+        ("Parent rootfs", f"sha256 {meta.parent_sha256}" if meta.parent_sha256 else "-"),
+        ("Added", " ".join(meta.added) or "-"),
+        ("Removed", " ".join(meta.removed) or "-"),
         ("Signature", meta.signature or "-"),
         ("Packages", str(meta.packages)),
         ("Files", str(meta.rootfs_files)),
@@ -129,6 +149,104 @@ def cmd_unpack(args: _CliArgs) -> None:
     from tmpl2deb.unpack import unpack
 
     print(unpack(args.source, args.dest, args.package))
+
+
+def cmd_publish(args: _CliArgs) -> None:
+    from tmpl2deb.repo import publish
+
+    for meta in publish(
+        args.repo,
+        args.debs,
+        codename=args.codename,
+        component=args.component,
+        sign_with=args.sign_with,
+    ):
+        print(f"{meta.package} {meta.version} {meta.architecture}")
+
+
+def cmd_list(args: _CliArgs) -> None:
+    from tmpl2deb.repo import check_repo, list_templates
+
+    check_repo(args.repo)
+    entries = list_templates(args.repo, args.codename)
+    if args.json:
+        import json
+
+        rows = [
+            {"codename": e.codename, "component": e.component, "size": e.size,
+             "filename": e.filename, **json.loads(e.metadata.to_json())}
+            for e in entries
+        ]  # fmt: skip
+        print(json.dumps(rows, indent=2, sort_keys=True))
+        return
+    table = [("PACKAGE", "VERSION", "ARCH", "SUITE", "SIZE", "IMAGE", "BUILD DATE", "PARENT")]
+    table += [
+        (
+            e.package,
+            e.version,
+            e.architecture,
+            f"{e.codename}/{e.component}",
+            _size(e.size),
+            e.metadata.image,
+            e.metadata.build_date,
+            e.metadata.parent or "-",
+        )
+        for e in entries
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _size(size: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    return f"{size:.1f} GiB"
+
+
+def cmd_stage(args: _CliArgs) -> None:
+    from tmpl2deb.stage import stage
+
+    template = stage(args.apt_source, args.spec, args.staging, architecture=args.arch)
+    meta = template.metadata
+    log.info("Staged %s %s (%s) in %s", meta.package, meta.version, meta.architecture, args.staging)
+    print(args.staging)
+
+
+def cmd_derive(args: _CliArgs) -> None:
+    from tmpl2deb.derive import DeriveOptions, derive
+    from tmpl2deb.pack import PackOptions
+
+    template = None
+    if args.template_name:
+        template = PackOptions(
+            name=args.template_name,
+            mtime=source_date_epoch(os.environ),
+            output=args.output,
+            version=args.version,
+            features=tuple(args.feature),
+            signature=args.signature,
+            level=args.level,
+            maintainer=args.maintainer,
+        )
+    elif args.version or args.feature or args.signature:
+        raise Tmpl2debError("--version, --feature and --signature need --template-name")
+    options = DeriveOptions(
+        sources=tuple(args.sources),
+        install=tuple(args.install),
+        purge=tuple(args.purge),
+        package=args.package,
+        architecture=args.arch,
+        distro=args.distro,
+        suite=args.suite,
+        signature=args.expect_signature,
+        allow_mismatch=args.allow_mismatch,
+        template=template,
+    )
+    result = derive(args.template, args.dest, options)
+    print(result.deb or result.rootfs)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -289,19 +407,179 @@ def _add_unpack(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     p.set_defaults(func=cmd_unpack)
 
 
+def _add_publish(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _sub(
+        subparsers,
+        "publish",
+        "Add template .debs to a reprepro repository (created if needed).",
+        "tmpl2deb publish --repo /srv/templates --sign-with 0x1234ABCD tmpl-base_1.0_amd64.deb",
+    )
+    p.add_argument("debs", type=Path, nargs="+", metavar="DEB", help="template .deb files")
+    p.add_argument("--repo", type=Path, required=True, metavar="DIR", help="repository directory")
+    p.add_argument(
+        "--codename",
+        default="",
+        help="distribution to publish into (default: the suite the templates record)",
+    )
+    p.add_argument("--component", default="main", help="component (default: main)")
+    p.add_argument(
+        "--sign-with",
+        default="",
+        metavar="KEYID",
+        help="gpg key that signs Release (InRelease, Release.gpg); its public key is "
+        "exported to DIR/archive-keyring.gpg (default: unsigned)",
+    )
+    p.set_defaults(func=cmd_publish)
+
+
+def _add_list(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _sub(
+        subparsers,
+        "list",
+        "List the templates in a repository.",
+        "tmpl2deb list --repo /srv/templates",
+    )
+    p.add_argument("--repo", type=Path, required=True, metavar="DIR", help="repository directory")
+    p.add_argument("--codename", default="", help="only this distribution (default: all)")
+    p.add_argument("--json", action="store_true", help="print JSON (default: a table)")
+    p.set_defaults(func=cmd_list)
+
+
+def _add_stage(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _sub(
+        subparsers,
+        "stage",
+        "Install a template package with apt-get into a staging root (never the host).",
+        "tmpl2deb stage --source 'deb [signed-by=/srv/templates/archive-keyring.gpg] "
+        "http://repo.example.org/templates bookworm main' tmpl-base staging/",
+    )
+    p.add_argument(
+        "--source",
+        dest="apt_source",
+        required=True,
+        metavar="LINE",
+        help="apt source: 'deb [signed-by=KEY] URI SUITE COMPONENT' ([trusted=yes] skips "
+        "the signature check)",
+    )
+    p.add_argument("--arch", default="", help="architecture of the template (default: the host's)")
+    p.add_argument("spec", metavar="PACKAGE[=VERSION]", help="template package (default: newest)")
+    p.add_argument(
+        "staging",
+        type=Path,
+        metavar="STAGING",
+        help="staging root with its own apt and dpkg state (created if needed)",
+    )
+    p.set_defaults(func=cmd_stage)
+
+
+def _add_derive(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _sub(
+        subparsers,
+        "derive",
+        "Build a new rootfs (and optionally the next template) on top of a template.",
+        "tmpl2deb derive --source 'deb http://deb.debian.org/debian bookworm main' "
+        "--install nginx --purge tzdata --template-name web tmpl-base_1.0_amd64.deb rootfs/",
+    )
+    p.add_argument(
+        "template", type=Path, metavar="DEB|STAGING", help="template .deb or staging root"
+    )
+    p.add_argument("dest", type=Path, metavar="DEST", help="new rootfs; must not exist or be empty")
+    p.add_argument(
+        "--package", default="", help="template package in STAGING (default: the only one)"
+    )
+    p.add_argument(
+        "--source",
+        dest="sources",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="apt source for the build, 'deb [OPTIONS] URI SUITE COMPONENT...'; signed-by "
+        "keys are copied in for the build (repeatable; default: none)",
+    )
+    p.add_argument(
+        "--install",
+        action="append",
+        default=[],
+        metavar="PKG",
+        help="package to install on top (repeatable; default: none)",
+    )
+    p.add_argument(
+        "--purge",
+        action="append",
+        default=[],
+        metavar="PKG",
+        help="installed package to purge, with what only it needed (repeatable; default: none)",
+    )
+    checks = p.add_argument_group("template checks")
+    checks.add_argument(
+        "--arch", default="", help="the architecture the build needs (default: any)"
+    )
+    checks.add_argument("--distro", default="", help="the distro the build needs (default: any)")
+    checks.add_argument("--suite", default="", help="the suite the build needs (default: any)")
+    checks.add_argument(
+        "--expect-signature",
+        default="",
+        metavar="SIG",
+        help="the build signature the template must record (default: any)",
+    )
+    checks.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="warn instead of failing when a check above does not match (default: fail)",
+    )
+    out = p.add_argument_group("next template")
+    out.add_argument(
+        "--template-name",
+        default="",
+        metavar="NAME",
+        help="also pack the result as template NAME, recording its parent (default: no)",
+    )
+    out.add_argument("--version", default="", help="its version (default: 0+YYYYMMDD.HHMMSS)")
+    out.add_argument(
+        "--feature", action="append", default=[], metavar="F", help="its features (repeatable)"
+    )
+    out.add_argument("--signature", default="", help="its build signature (default: none)")
+    out.add_argument(
+        "--level", type=int, default=3, metavar="N", help="zstd level 1-19 (default: 3)"
+    )
+    out.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        default=Path(),
+        metavar="DIR",
+        help="directory for its .deb (default: the current directory)",
+    )
+    out.add_argument(
+        "--maintainer",
+        default=DEFAULT_MAINTAINER,
+        help=f"its Maintainer field (default: {DEFAULT_MAINTAINER})",
+    )
+    p.set_defaults(func=cmd_derive)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The tmpl2deb argument parser (also used to check the man page)."""
     parser = argparse.ArgumentParser(
         prog="tmpl2deb",
         description="Image templates as Debian packages: pack a root filesystem into a "
-        ".deb, inspect it, unpack it.",
+        ".deb, inspect it, publish it with reprepro, stage it with apt, unpack it, and "
+        "derive new images from it.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"tmpl2deb {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_pack, _add_info, _add_unpack):
+    for add in (
+        _add_pack,
+        _add_info,
+        _add_unpack,
+        _add_publish,
+        _add_list,
+        _add_stage,
+        _add_derive,
+    ):
         add(subparsers)
     return parser
 

@@ -76,6 +76,9 @@ CONTROL_FIELDS = {
     "distro": "Template-Distro",
     "suite": "Template-Suite",
     "parent": "Template-Parent",
+    "parent_sha256": "Template-Parent-Rootfs-Sha256",
+    "added": "Template-Added",
+    "removed": "Template-Removed",
     "signature": "Template-Signature",
     "rootfs_sha256": "Template-Rootfs-Sha256",
     "rootfs_size": "Template-Rootfs-Size",
@@ -105,6 +108,9 @@ class TemplateMetadata:
     features: tuple[str, ...] = ()
     excludes: tuple[str, ...] = ()
     parent: str = ""
+    parent_sha256: str = ""
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
     signature: str = ""
     format: int = FORMAT_VERSION
 
@@ -117,23 +123,31 @@ class TemplateMetadata:
         _check(self.manifest_sha256, _SHA256_RE, "manifest_sha256")
         for name in ("distro", "suite", "image"):
             _check(getattr(self, name), _WORD_RE, name)
-        for feature in self.features:
-            _check(feature, _WORD_RE, "features")
-        for pattern in self.excludes:
-            if "\n" in pattern or not pattern.lstrip("!=").startswith("/"):
-                raise MetadataError("excludes", f"{pattern!r} must start with /, !/ or =/")
+        self._check_lists()
         if self.parent and not _PARENT_RE.fullmatch(self.parent):
             raise MetadataError("parent", f"{self.parent!r} is not 'PACKAGE (= VERSION)'")
+        if self.parent_sha256:
+            _check(self.parent_sha256, _SHA256_RE, "parent_sha256")
         if self.signature and not _WORD_RE.fullmatch(self.signature):
             raise MetadataError("signature", f"{self.signature!r} is not a single word")
         if self.format != FORMAT_VERSION:
             raise MetadataError("format", f"version {self.format} is not supported (expected 1)")
 
+    def _check_lists(self) -> None:
+        for feature in self.features:
+            _check(feature, _WORD_RE, "features")
+        for pattern in self.excludes:
+            if "\n" in pattern or not pattern.lstrip("!=").startswith("/"):
+                raise MetadataError("excludes", f"{pattern!r} must start with /, !/ or =/")
+        for name in ("added", "removed"):
+            for package in getattr(self, name):
+                _check(package, _PACKAGE_RE, name)
+
     def to_json(self) -> str:
         """metadata.json: sorted keys, two-space indent, trailing newline."""
         data = asdict(self)
-        data["features"] = list(self.features)
-        data["excludes"] = list(self.excludes)
+        for key in _LIST_FIELDS:
+            data[key] = list(getattr(self, key))
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -173,8 +187,8 @@ class TemplateMetadata:
         }
         for attr, name in CONTROL_FIELDS.items():
             value = control.get(name, "")
-            if attr in ("features", "excludes"):
-                data[attr] = value.split() if attr == "features" else _lines(value)
+            if attr in _LIST_FIELDS:
+                data[attr] = _lines(value) if attr == "excludes" else value.split()
             else:
                 data[attr] = value
         return _build(data)
@@ -190,6 +204,7 @@ def _check(value: object, pattern: re.Pattern[str], name: str) -> None:
 
 
 _INT_FIELDS = ("rootfs_size", "rootfs_files", "packages", "format")
+_LIST_FIELDS = ("features", "excludes", "added", "removed")
 
 
 def _build(data: dict[str, Any]) -> TemplateMetadata:
@@ -201,7 +216,7 @@ def _build(data: dict[str, Any]) -> TemplateMetadata:
     for key in _INT_FIELDS:
         if key in values:
             values[key] = _int(key, values[key])
-    for key in ("features", "excludes"):
+    for key in _LIST_FIELDS:
         if key in values:
             values[key] = tuple(values[key])
     try:

@@ -50,6 +50,9 @@ class PackOptions:
     package: str = ""
     features: tuple[str, ...] = ()
     parent: str = ""
+    parent_sha256: str = ""
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
     signature: str = ""
     excludes: rootfs.ExcludeRules = field(
         default_factory=lambda: rootfs.ExcludeRules(rootfs.DEFAULT_EXCLUDES)
@@ -134,6 +137,9 @@ def _draft_metadata(options: PackOptions, package: str) -> TemplateMetadata:
         features=options.features,
         excludes=options.excludes.patterns,
         parent=options.parent,
+        parent_sha256=options.parent_sha256,
+        added=options.added,
+        removed=options.removed,
         signature=options.signature,
     )
 

@@ -39,9 +39,14 @@ def _missing(name: str) -> str:
     return f"{name} not found; install package {package}"
 
 
+# Kept from the caller's environment: where gpg keys live, and how to reach the network.
+PASSTHROUGH = ("HOME", "GNUPGHOME", "TMPDIR", "http_proxy", "https_proxy", "no_proxy")
+
+
 def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """A minimal, predictable environment for external tools."""
     env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LC_ALL": "C.UTF-8"}
+    env.update((name, os.environ[name]) for name in PASSTHROUGH if name in os.environ)
     if extra:
         env.update(extra)
     return env
@@ -52,7 +57,11 @@ def _argv(argv: Sequence[StrPath]) -> list[str]:
 
 
 def _tail(text: str, lines: int = 5) -> str:
-    return " | ".join(text.strip().splitlines()[-lines:])
+    """The last lines of a tool's stderr; only apt's errors (and why a signature failed)
+    when there are any."""
+    all_lines = text.strip().splitlines()
+    errors = [line for line in all_lines if line.startswith("E: ") or "GPG error" in line]
+    return " | ".join((errors or all_lines)[-lines:])
 
 
 def run(
