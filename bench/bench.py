@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Benchmark tmpl2deb pack/unpack side by side with the reference pipelines (run as root).
+"""Benchmark tmpl2deb pack/unpack/publish/stage side by side with reference pipelines (root).
 
 Usage: bench/bench.py [ROOTFS] [--runs N] [--work DIR]
 Without ROOTFS, a Debian minbase rootfs is built with mmdebstrap first. Each row is the
@@ -130,19 +130,48 @@ def run(args: argparse.Namespace, work: Path) -> int:
     rows.append(("zstd -dc | tar -x", median_run(
         args.runs, f"mkdir {ref_dest} && zstd -dc {ref_tar} | tar -C {ref_dest} -x "
         f"{TAR_FLAGS}", ref_dest, [ref_dest])))  # fmt: skip
+    repo, ref_repo = work / "repo", work / "ref-repo"
+    rows.append(("tmpl2deb publish", median_run(
+        args.runs, [*TMPL2DEB, "publish", "-q", "--repo", str(repo), str(deb)], repo,
+        [repo])))  # fmt: skip
+    rows.append(("reprepro includedeb", median_run(
+        args.runs, f"mkdir -p {ref_repo}/conf && printf 'Codename: bookworm\\nArchitectures: "
+        f"amd64\\nComponents: main\\n' > {ref_repo}/conf/distributions && reprepro -s "
+        f"-b {ref_repo} includedeb bookworm {deb}", ref_repo, [ref_repo])))  # fmt: skip
+    rows.append(("stage+unpack (HTTP)", _stage_row(args.runs, repo, work)))
+    refs = {"pack": 1, "unpack": 4, "publish": 6, "stage": 4}
     rootfs_tar = _size_of_tar(rootfs)
     print(f"rootfs: {rootfs}  ({rootfs_tar / 2**20:.1f} MiB as tar), median of {args.runs} runs")
     print(
         f"{'step':<22}{'wall s':>8}{'cpu s':>8}{'peak RSS MiB':>14}{'output MiB':>12}{'ratio':>8}"
     )
-    base = {"pack": rows[1][1][0], "unpack": rows[4][1][0]}
     for name, (wall, cpu, rss, size) in rows:
-        kind = "unpack" if "-x" in name or "unpack" in name else "pack"
+        kind = next((k for k in ("unpack", "stage", "publish") if k in name), "pack")
+        kind = {"zstd -dc | tar -x": "unpack", "reprepro includedeb": "publish"}.get(name, kind)
+        base = rows[refs[kind]][1][0]
         print(f"{name:<22}{wall:>8.2f}{cpu:>8.2f}{rss / 1024:>14.1f}{size / 2**20:>12.1f}"
-              f"{wall / base[kind]:>7.2f}x")  # fmt: skip
+              f"{wall / base:>7.2f}x")  # fmt: skip
     payload = rows[0][1][3] / rootfs_tar
     print(f"payload / rootfs tar: {payload:.3f}")
     return 0
+
+
+def _stage_row(runs: int, repo: Path, work: Path) -> list[float]:
+    """stage from the published repository over HTTP on loopback, then unpack the staging root."""
+    server = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "--bind", "127.0.0.1",
+                               "0"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True)  # fmt: skip
+    try:
+        assert server.stdout is not None
+        port = server.stdout.readline().split(" port ")[1].split()[0]
+        staging, dest = work / "staging", work / "stage-dest"
+        source = f"deb [trusted=yes] http://127.0.0.1:{port} bookworm main"
+        tool = " ".join(TMPL2DEB)
+        return median_run(runs, f"{tool} stage -q --source '{source}' tmpl-bench {staging} && "
+                          f"{tool} unpack -q {staging} {dest}", dest, [staging, dest])  # fmt: skip
+    finally:
+        server.kill()
+        server.wait()
 
 
 def _size_of_tar(rootfs: Path) -> int:
