@@ -2,12 +2,13 @@
 # and the tests build and unpack real root filesystems).
 VENV   := .venv
 PY     := $(VENV)/bin/python
-PYTEST := TMPL2DEB_REQUIRE_TOOLS=1 $(PY) -m pytest
+PYTEST := TMPL2DEB_REQUIRE_TOOLS=1 TMPL2DEB_REQUIRE_ROOT=1 $(PY) -m pytest
 DEBS   := python3-debian python3-apt python3-arpy python3-pytest python3-venv python3-pip \
           flit tar zstd xz-utils gzip binutils dpkg-dev mmdebstrap lintian acl attr libcap2-bin \
-          reprepro gnupg pandoc ca-certificates
+          reprepro gnupg gpgv ca-certificates man-db groff-base \
+          debhelper dh-python pybuild-plugin-pyproject python3-all
 
-.PHONY: deps demo test lint check-quick bench clean
+.PHONY: deps demo test lint check-quick bench deb autopkgtest clean
 
 $(VENV)/.deps:
 	apt-get update -q
@@ -30,10 +31,24 @@ test: lint
 	$(PYTEST)
 
 check-quick: deps
-	$(PYTEST) -m "not integration"
+	$(PYTEST) -m "not integration and not network"
 
 bench: deps
 	$(PY) bench/bench.py
 
+# The Debian package of tmpl2deb, built with its tests from a copy of the tracked files
+# (Debian's own python3 first in PATH), then checked with lintian; result in build/.
+deb: deps
+	rm -rf build && mkdir -p build/src
+	git ls-files -co --exclude-standard | tar -cf - -T - | tar -C build/src -xf -
+	cd build/src && PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b
+	lintian --fail-on error build/tmpl2deb_*_all.deb
+
+# The autopkgtests (debian/tests) on this machine, against the package `make deb` built.
+# It installs tmpl2deb on this machine.
+autopkgtest: deb
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends autopkgtest
+	PATH=/usr/sbin:/usr/bin:/sbin:/bin autopkgtest build/tmpl2deb_*_all.deb build/src -- null
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build

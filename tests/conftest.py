@@ -18,7 +18,20 @@ import pytest
 from tmpl2deb.cli import main
 
 REQUIRE_TOOLS = os.environ.get("TMPL2DEB_REQUIRE_TOOLS") == "1"
+REQUIRE_ROOT = os.environ.get("TMPL2DEB_REQUIRE_ROOT") == "1"
+
+if os.environ.get("TMPL2DEB_INSTALLED") == "1":  # autopkgtest: test the installed package
+    import tmpl2deb
+
+    assert tmpl2deb.__file__.startswith("/usr/lib/python3/dist-packages/"), tmpl2deb.__file__
 EPOCH = "1700000000"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the mmdebstrap minbase need the Debian mirror: mark them 'network'."""
+    for item in items:
+        if "minbase" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.network)
 
 
 def needs_tool(*names: str) -> None:
@@ -32,16 +45,18 @@ def needs_tool(*names: str) -> None:
 
 
 def needs_root() -> None:
+    """Skip as a normal user (a package build), or fail when TMPL2DEB_REQUIRE_ROOT=1 (CI)."""
     if os.geteuid() != 0:
-        if REQUIRE_TOOLS:
-            pytest.fail("this test needs root (TMPL2DEB_REQUIRE_TOOLS=1)")
+        if REQUIRE_ROOT:
+            pytest.fail("this test needs root (TMPL2DEB_REQUIRE_ROOT=1)")
         pytest.skip("needs root")
 
 
 def sh(*argv: str | Path, **kwargs: Any) -> subprocess.CompletedProcess[Any]:
     """Run a real tool in a test (text output unless text=False); raise if it fails."""
     kwargs.setdefault("text", True)
-    return subprocess.run([os.fspath(a) for a in argv], check=True, capture_output=True, **kwargs)
+    kwargs.setdefault("check", True)
+    return subprocess.run([os.fspath(a) for a in argv], capture_output=True, **kwargs)
 
 
 class Cli:
