@@ -231,3 +231,29 @@ def test_stage_refuses_tampered_deb_and_non_templates(
     assert not staging.exists()
     assert cli("stage", "--source", source, "tmpl-small", "/") == 1
     assert "cannot be /" in cli.err
+
+
+def test_stage_version_relations_and_checks(
+    cli: Cli, pack_small: Callable[..., Path], tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    deb = pack_small("--version", "1.2", "--signature", "abc")
+    assert cli("publish", "--repo", repo, deb) == 0, cli.err
+    source = f"deb [trusted=yes] file:{repo} bookworm main"
+    staging = tmp_path / "staging"
+
+    def stage(*args: str) -> int:
+        return cli("stage", "--source", source, "--arch", "arm64", *args, staging)
+
+    assert stage("tmpl-small (>= 1.3)") == 1
+    assert "the newest tmpl-small is 1.2; tmpl-small (>= 1.3) is wanted" in cli.err
+    assert stage("tmpl-small", "--expect-signature", "def") == 1
+    assert "has signature 'abc', the build wants 'def' (the template is stale" in cli.err
+    assert stage("tmpl-small", "--suite", "trixie") == 1
+    assert "has suite 'bookworm'" in cli.err
+    assert stage("tmpl-small (>= 1.3") == 1
+    assert "bad template" in cli.err
+    assert not staging.exists()
+    assert stage("tmpl-small (>= 1.2)", "--expect-signature", "abc") == 0, cli.err
+    assert stage("tmpl-small (<< 2)", "--suite", "trixie", "--allow-mismatch") == 0, cli.err
+    assert "warning: template tmpl-small 1.2 has suite 'bookworm'" in cli.err

@@ -207,9 +207,17 @@ def _size(size: int) -> str:
 
 
 def cmd_stage(args: _CliArgs) -> None:
-    from tmpl2deb.stage import stage
+    from tmpl2deb.stage import Expect, stage
 
-    template = stage(args.apt_source, args.spec, args.staging, architecture=args.arch)
+    expect = Expect(
+        distro=args.distro,
+        suite=args.suite,
+        signature=args.expect_signature,
+        allow_mismatch=args.allow_mismatch,
+    )
+    template = stage(
+        args.apt_source, args.spec, args.staging, architecture=args.arch, expect=expect
+    )
     meta = template.metadata
     log.info("Staged %s %s (%s) in %s", meta.package, meta.version, meta.architecture, args.staging)
     print(args.staging)
@@ -462,7 +470,13 @@ def _add_stage(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "the signature check)",
     )
     p.add_argument("--arch", default="", help="architecture of the template (default: the host's)")
-    p.add_argument("spec", metavar="PACKAGE[=VERSION]", help="template package (default: newest)")
+    p.add_argument(
+        "spec",
+        metavar="PACKAGE[=VERSION]",
+        help="template package: the newest, an exact version, or a relation like "
+        "'tmpl-base (>= 1.2)'",
+    )
+    _add_checks(p)
     p.add_argument(
         "staging",
         type=Path,
@@ -470,6 +484,26 @@ def _add_stage(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="staging root with its own apt and dpkg state (created if needed)",
     )
     p.set_defaults(func=cmd_stage)
+
+
+def _add_checks(p: argparse.ArgumentParser, arch_help: str = "") -> None:
+    """The checks stage and derive make on a template (stage has its own --arch)."""
+    checks = p.add_argument_group("template checks")
+    if arch_help:
+        checks.add_argument("--arch", default="", help=arch_help)
+    checks.add_argument("--distro", default="", help="the distro the build needs (default: any)")
+    checks.add_argument("--suite", default="", help="the suite the build needs (default: any)")
+    checks.add_argument(
+        "--expect-signature",
+        default="",
+        metavar="SIG",
+        help="the build signature the template must record (default: any)",
+    )
+    checks.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="warn instead of failing when a check above does not match (default: fail)",
+    )
 
 
 def _add_derive(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -510,23 +544,7 @@ def _add_derive(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         metavar="PKG",
         help="installed package to purge, with what only it needed (repeatable; default: none)",
     )
-    checks = p.add_argument_group("template checks")
-    checks.add_argument(
-        "--arch", default="", help="the architecture the build needs (default: any)"
-    )
-    checks.add_argument("--distro", default="", help="the distro the build needs (default: any)")
-    checks.add_argument("--suite", default="", help="the suite the build needs (default: any)")
-    checks.add_argument(
-        "--expect-signature",
-        default="",
-        metavar="SIG",
-        help="the build signature the template must record (default: any)",
-    )
-    checks.add_argument(
-        "--allow-mismatch",
-        action="store_true",
-        help="warn instead of failing when a check above does not match (default: fail)",
-    )
+    _add_checks(p, "the architecture the build needs (default: any)")
     out = p.add_argument_group("next template")
     out.add_argument(
         "--template-name",

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from tmpl2deb import rootfs
 from tmpl2deb.errors import FormatError, PrivilegeError, Tmpl2debError
-from tmpl2deb.metadata import TemplateMetadata, check_package
+from tmpl2deb.metadata import check_package
 from tmpl2deb.pack import PackOptions, pack
 from tmpl2deb.run import run
-from tmpl2deb.stage import Source
+from tmpl2deb.stage import Expect, Source, check_match
 from tmpl2deb.unpack import Template, check_dest, open_template, unpack
 
 log = logging.getLogger(__name__)
@@ -104,26 +104,6 @@ def in_chroot(root: Path, *argv: str) -> str:
     return out
 
 
-def check_match(meta: TemplateMetadata, options: DeriveOptions) -> None:
-    """Refuse a template built for another architecture, distro, suite or build signature."""
-    wanted = {
-        "architecture": options.architecture,
-        "distro": options.distro,
-        "suite": options.suite,
-        "signature": options.signature,
-    }
-    for name, value in wanted.items():
-        have = getattr(meta, name)
-        if value and value != have:
-            message = (
-                f"template {meta.package} {meta.version} has {name} {have or '(none)'!r}, "
-                f"the build wants {value!r}"
-            )
-            if not options.allow_mismatch:
-                raise FormatError(message + "; use --allow-mismatch to build on it anyway")
-            log.warning("%s (allowed by --allow-mismatch)", message)
-
-
 def derive(source: Path, dest: Path, options: DeriveOptions) -> Result:
     """Unpack the template at SOURCE into DEST, install and purge on top, clean up, and
     optionally pack the result into the next template."""
@@ -138,7 +118,16 @@ def derive(source: Path, dest: Path, options: DeriveOptions) -> Result:
     if options.install and not sources:
         raise FormatError("installing packages needs apt sources: give --source")
     template = open_template(source, options.package)
-    check_match(template.metadata, options)
+    check_match(
+        template.metadata,
+        Expect(
+            architecture=options.architecture,
+            distro=options.distro,
+            suite=options.suite,
+            signature=options.signature,
+            allow_mismatch=options.allow_mismatch,
+        ),
+    )
     check_dest(dest)
     if options.template and not options.template.output.is_dir():
         raise FormatError(f"output directory {options.template.output} does not exist")

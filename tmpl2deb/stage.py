@@ -7,7 +7,7 @@ import logging
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tmpl2deb.errors import CommandError, FormatError, IntegrityError, MetadataError
@@ -72,13 +72,75 @@ class Source:
         return Source.parse(" ".join(p for p in parts if p))
 
 
-def parse_spec(spec: str) -> tuple[str, str]:
-    """PACKAGE or PACKAGE=VERSION."""
-    package, _sep, version = spec.partition("=")
-    check_package(package)
-    if version:
-        check_version(version)
-    return package, version
+_SPEC_RE = re.compile(
+    r"(?P<package>[^\s=(]+)\s*(?:=\s*(?P<version>\S+)|\(\s*(?P<op><<|<=|=|>=|>>)\s*(?P<bound>[^\s)]+)\s*\))?"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """PACKAGE, PACKAGE=VERSION, or PACKAGE (OP VERSION) as in a Depends field."""
+
+    package: str
+    version: str = ""
+    op: str = ""
+    bound: str = ""
+
+    @classmethod
+    def parse(cls, spec: str) -> Spec:
+        match = _SPEC_RE.fullmatch(spec.strip())
+        if not match:
+            raise FormatError(
+                f"bad template {spec!r}: expected PACKAGE, PACKAGE=VERSION or PACKAGE (>= VERSION)"
+            )
+        check_package(match["package"])
+        for version in (match["version"], match["bound"]):
+            if version:
+                check_version(version)
+        return cls(
+            match["package"], match["version"] or "", match["op"] or "", match["bound"] or ""
+        )
+
+    def satisfied_by(self, version: str) -> bool:
+        if not self.op:
+            return True
+        from tmpl2deb.repo import version_compare
+
+        result = version_compare(version, self.bound)
+        return {"<<": result < 0, "<=": result <= 0, "=": result == 0, ">=": result >= 0,
+                ">>": result > 0}[self.op]  # fmt: skip
+
+    def __str__(self) -> str:
+        if self.version:
+            return f"{self.package}={self.version}"
+        return f"{self.package} ({self.op} {self.bound})" if self.op else self.package
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Expect:
+    """What the build needs the template to be; empty fields are not checked."""
+
+    architecture: str = ""
+    distro: str = ""
+    suite: str = ""
+    signature: str = ""
+    allow_mismatch: bool = False
+
+
+def check_match(meta: TemplateMetadata, expect: Expect) -> None:
+    """Refuse a template built for another architecture, distro, suite or build signature."""
+    for name in ("architecture", "distro", "suite", "signature"):
+        value, have = getattr(expect, name), getattr(meta, name)
+        if value and value != have:
+            message = (
+                f"template {meta.package} {meta.version} has {name} {have or '(none)'!r}, "
+                f"the build wants {value!r}"
+            )
+            if name == "signature":
+                message += " (the template is stale: what it was built from has changed)"
+            if not expect.allow_mismatch:
+                raise FormatError(message + "; use --allow-mismatch to build on it anyway")
+            log.warning("%s (allowed by --allow-mismatch)", message)
 
 
 def host_architecture() -> str:
@@ -170,12 +232,15 @@ def stage(
     staging: Path,
     *,
     architecture: str = "",
+    expect: Expect | None = None,
 ) -> Template:
-    """Install template PACKAGE[=VERSION] from SOURCE into STAGING; return the verified template."""
+    """Install template SPEC from SOURCE into STAGING; return the verified template."""
     apt_source = Source.parse(source)
-    package, version = parse_spec(spec)
+    wanted_spec = Spec.parse(spec)
+    package = wanted_spec.package
     _check_staging(staging)
     architecture = architecture or host_architecture()
+    expect = expect or Expect()
     created = not staging.exists()
     try:
         staging.mkdir(exist_ok=True)
@@ -183,7 +248,10 @@ def stage(
         (staging / SOURCES).write_text(apt_source.line + "\n")
         log.info("Updating the package lists of %s from %s", staging, apt_source.uri)
         apt(staging, "apt-get", "update", "--error-on=any", "-q")
-        wanted = candidate(staging, package, version)
+        wanted = candidate(staging, package, wanted_spec.version)
+        if not wanted_spec.satisfied_by(wanted.version):
+            raise FormatError(f"the newest {package} is {wanted.version}; {wanted_spec} is wanted")
+        check_match(wanted, replace(expect, architecture=expect.architecture or architecture))
         log.info("Installing %s %s into %s", package, wanted.version, staging)
         apt(
             staging,
