@@ -80,6 +80,11 @@ def test_publish_replaces_older_keeps_others_refuses_downgrade(
     assert cli("publish", "--repo", repo, one) == 1
     assert "already has tmpl-small 2.0 (arm64) in bookworm, newer than 1.0" in cli.err
     assert packages_index(repo) == before
+    # --force (a build's own repository): whatever version it has is replaced
+    assert cli("publish", "--repo", repo, "--force", one) == 0, cli.err
+    assert "Version: 1.0" in packages_index(repo)
+    assert not (repo / "pool/main/t/tmpl-small/tmpl-small_2.0_arm64.deb").exists()
+    assert cli("publish", "--repo", repo, two) == 0, cli.err
 
     assert cli("list", "--repo", repo) == 0, cli.err
     lines = cli.out.splitlines()

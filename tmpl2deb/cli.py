@@ -37,6 +37,8 @@ class _CliArgs(argparse.Namespace):
     package: str
     feature: list[str]
     parent: str
+    parent_sha256: str
+    force: bool
     signature: str
     exclude: list[str]
     exclude_from: list[Path]
@@ -103,6 +105,7 @@ def cmd_pack(args: _CliArgs) -> None:
         package=args.package,
         features=tuple(args.feature),
         parent=parent_field(args.parent) if args.parent else "",
+        parent_sha256=args.parent_sha256,
         signature=args.signature,
         excludes=excludes,
         level=args.level,
@@ -160,6 +163,7 @@ def cmd_publish(args: _CliArgs) -> None:
         codename=args.codename,
         component=args.component,
         sign_with=args.sign_with,
+        force=args.force,
     ):
         print(f"{meta.package} {meta.version} {meta.architecture}")
 
@@ -335,6 +339,12 @@ def _add_pack(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="the template this rootfs was derived from (default: none)",
     )
     p.add_argument(
+        "--parent-sha256",
+        default="",
+        metavar="SHA256",
+        help="the parent's Template-Rootfs-Sha256, to record with --parent (default: none)",
+    )
+    p.add_argument(
         "--signature",
         default="",
         help="build signature to record, e.g. a bitbake task hash (default: none)",
@@ -436,6 +446,12 @@ def _add_publish(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         metavar="KEYID",
         help="gpg key that signs Release (InRelease, Release.gpg); its public key is "
         "exported to DIR/archive-keyring.gpg (default: unsigned)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the template in the repository whatever its version, also an equal "
+        "version with other contents (default: refuse older versions)",
     )
     p.set_defaults(func=cmd_publish)
 

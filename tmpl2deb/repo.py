@@ -150,6 +150,7 @@ def publish(
     codename: str = "",
     component: str = "main",
     sign_with: str = "",
+    force: bool = False,
 ) -> list[TemplateMetadata]:
     """Add template .debs to the repository at REPO (created if needed); return what was added."""
     from tmpl2deb.unpack import open_template
@@ -162,7 +163,9 @@ def publish(
     check_package(codename)
     if sign_with:
         _check_key(sign_with)
-    _check_newer(repo, codename, templates)
+    current = {(e.package, e.architecture) for e in list_templates(repo, codename)}
+    if not force:
+        _check_newer(repo, codename, templates)
     architectures = [*ISAR_ARCHITECTURES]
     architectures += sorted({m.architecture for m in templates} - set(ISAR_ARCHITECTURES))
     wanted = Distribution(codename, (component,), tuple(architectures), sign_with)
@@ -175,6 +178,10 @@ def publish(
             log.info(
                 "Publishing %s %s (%s) in %s", meta.package, meta.version, meta.architecture, repo
             )
+            if force and (meta.package, meta.architecture) in current:
+                _reprepro(
+                    repo, "--architecture", meta.architecture, "remove", codename, meta.package
+                )
             _reprepro(repo, "--component", component, "includedeb", codename, os.fspath(deb))
         _reprepro(repo, "export", codename)
         if sign_with:

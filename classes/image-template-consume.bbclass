@@ -1,0 +1,131 @@
+# Build an image from an image template instead of the bootstrap rootfs (tmpl2deb layer).
+#
+#   inherit image-template-consume
+#   IMAGE_TEMPLATE = "tmpl-base (>= 1.2)"    exactly one template package, optional relation
+#   IMAGE_TEMPLATE_RECIPE = "base-image"     the recipe making it in this build (optional)
+#   IMAGE_TEMPLATE_SOURCE = "deb [signed-by=/etc/keyrings/platform.gpg] https://... bookworm main"
+#                                            (default: this build's template repository)
+#   IMAGE_TEMPLATE_REMOVE = "tzdata"         packages of the template to purge
+#   IMAGE_TEMPLATE_ON_STALE = "fail"         fail | warn | full (see below)
+#
+# The first step of do_rootfs_install (rootfs_prepare) installs the template package with
+# apt-get into a staging root (tmpl2deb stage: never the host's dpkg), checks its
+# architecture, distro and suite, and unpacks it as ${ROOTFSDIR}. It restores the build's own
+# apt sources and package lists from the bootstrap (the template carries none), and does not
+# run chroot-setup.sh again (the template was captured with its state, which
+# do_rootfs_finalize cleans up). Then Isar's package installation runs as usual, after a full
+# apt-get update: IMAGE_PREINSTALL and IMAGE_INSTALL (from isar-apt too) are installed on top,
+# and IMAGE_TEMPLATE_REMOVE purged.
+#
+# Staleness: with IMAGE_TEMPLATE_RECIPE, do_rootfs_install depends on that recipe's template
+# task, and the signature the template records must be that recipe's current
+# do_rootfs_install hash. If it is not (the repository holds a template made from other
+# inputs): "fail" stops with an error naming both, "warn" builds on it anyway, "full" falls
+# back to a full build from the bootstrap with the template's packages.
+
+inherit image-template-common
+
+IMAGE_TEMPLATE ??= ""
+IMAGE_TEMPLATE_RECIPE ??= ""
+IMAGE_TEMPLATE_REMOVE ??= ""
+IMAGE_TEMPLATE_ON_STALE ??= "fail"
+IMAGE_TEMPLATE_SOURCE ??= "deb [${@'signed-by=' + d.getVar('IMAGE_TEMPLATE_REPO') + '/archive-keyring.gpg' if d.getVar('IMAGE_TEMPLATE_SIGN_KEY') else 'trusted=yes'}] file://${IMAGE_TEMPLATE_REPO} ${IMAGE_TEMPLATE_CODENAME} main"
+IMAGE_TEMPLATE_STAGING = "${WORKDIR}/image-template-staging"
+
+python __anonymous() {
+    spec = (d.getVar("IMAGE_TEMPLATE") or "").strip()
+    pn = d.getVar("PN")
+    if not spec:
+        bb.fatal("%s inherits image-template-consume but IMAGE_TEMPLATE is empty" % pn)
+    if "," in spec or "|" in spec or len(spec.split("(")[0].split()) != 1:
+        bb.fatal("%s: IMAGE_TEMPLATE = \"%s\" names more than one template; an image is built "
+                 "from exactly one (e.g. \"tmpl-base (>= 1.2)\")" % (pn, spec))
+    policy = d.getVar("IMAGE_TEMPLATE_ON_STALE")
+    if policy not in ("fail", "warn", "full"):
+        bb.fatal("%s: IMAGE_TEMPLATE_ON_STALE = \"%s\": use fail, warn or full" % (pn, policy))
+    recipe = d.getVar("IMAGE_TEMPLATE_RECIPE")
+    if recipe:
+        d.appendVarFlag("do_rootfs_install", "depends", " %s:do_image_template_pack" % recipe)
+}
+
+# rootfs_prepare is called from a list in do_rootfs_install: name it, and what it reads.
+do_rootfs_install[vardeps] += "rootfs_prepare image_template_stage image_template_bootstrap \
+    IMAGE_TEMPLATE IMAGE_TEMPLATE_SOURCE IMAGE_TEMPLATE_REMOVE IMAGE_TEMPLATE_ON_STALE"
+do_rootfs_install[network] = "${TASK_USE_SUDO}"
+
+def image_template_expected_signature(d):
+    """do_rootfs_install hash of IMAGE_TEMPLATE_RECIPE in this build (empty: not checked)."""
+    recipe = d.getVar("IMAGE_TEMPLATE_RECIPE")
+    for entry in (d.getVar("BB_TASKDEPDATA", False) or {}).values():
+        if recipe and entry[0] == recipe and entry[1] == "do_rootfs_install":
+            return entry[6]
+    return ""
+image_template_expected_signature[vardepsexclude] = "BB_TASKDEPDATA"
+
+python rootfs_prepare() {
+    import glob, json, os
+    expected = image_template_expected_signature(d)
+    if d.getVar("IMAGE_TEMPLATE_RECIPE") and not expected:
+        bb.fatal("no task hash of %s:do_rootfs_install" % d.getVar("IMAGE_TEMPLATE_RECIPE"))
+    policy = d.getVar("IMAGE_TEMPLATE_ON_STALE")
+    d.setVar("IMAGE_TEMPLATE_CHECKS", "--expect-signature=%s" % expected if expected else "")
+    if expected and policy != "fail":
+        d.appendVar("IMAGE_TEMPLATE_CHECKS", " --allow-mismatch")
+    bb.build.exec_func("image_template_stage", d)
+    staging = d.getVar("IMAGE_TEMPLATE_STAGING")
+    [path] = glob.glob(os.path.join(staging, "usr/share/tmpl2deb/templates/*/metadata.json"))
+    with open(path) as f:
+        meta = json.load(f)
+    if expected and meta["signature"] != expected and policy == "full":
+        bb.warn("template %s %s is stale (signature %s, %s wants %s): full build from the "
+                "bootstrap with its packages" % (meta["package"], meta["version"],
+                meta["signature"], d.getVar("IMAGE_TEMPLATE_RECIPE"), expected))
+        with open(os.path.join(os.path.dirname(path), "manifest")) as f:
+            names = [line.split()[0] for line in f if line.strip()]
+        d.appendVar("ROOTFS_PACKAGES", " " + " ".join(names))
+        bb.build.exec_func("image_template_bootstrap", d)
+        return
+    with open(d.expand("${WORKDIR}/image-template-parent"), "w") as f:
+        f.write("--parent=%s=%s --parent-sha256=%s\n"
+                % (meta["package"], meta["version"], meta["rootfs_sha256"]))
+    bb.build.exec_func("image_template_unpack", d)
+}
+rootfs_prepare[vardepsexclude] += "BB_TASKDEPDATA"
+
+image_template_stage() {
+    sudo rm -rf "${IMAGE_TEMPLATE_STAGING}" "${WORKDIR}/image-template-parent"
+    sudo ${TMPL2DEB} stage --source "${IMAGE_TEMPLATE_SOURCE}" --arch "${DISTRO_ARCH}" \
+        --distro "${BASE_DISTRO}" --suite "${BASE_DISTRO_CODENAME}" ${IMAGE_TEMPLATE_CHECKS} \
+        "${IMAGE_TEMPLATE}" "${IMAGE_TEMPLATE_STAGING}"
+}
+
+image_template_unpack() {
+    sudo ${TMPL2DEB} unpack "${IMAGE_TEMPLATE_STAGING}" "${ROOTFSDIR}"
+    # the build's own apt sources, preferences and package lists, as the bootstrap set them
+    sudo tar -xf "${BOOTSTRAP_SRC}" -C "${ROOTFSDIR}" --wildcards \
+        './etc/apt/sources.list.d/*' './etc/apt/preferences.d/*' './var/lib/apt/lists/*'
+}
+
+# Isar's own rootfs_prepare, for IMAGE_TEMPLATE_ON_STALE = "full"
+image_template_bootstrap() {
+    sudo tar -xf "${BOOTSTRAP_SRC}" -C "${ROOTFSDIR}" --exclude="./dev/console"
+    sudo "${ROOTFSDIR}/chroot-setup.sh" "setup" "${ROOTFSDIR}"
+}
+
+# A full apt-get update (Isar refreshes only isar-apt), with the build's resolv.conf, which
+# rootfs_install_clean_files removes again.
+ROOTFS_INSTALL_COMMAND =+ "image_template_apt_update"
+image_template_apt_update() {
+    if [ -z "${BB_NO_NETWORK}" ] || [ "${BB_NO_NETWORK}" = "0" ]; then
+        sudo cp -rL /etc/resolv.conf '${ROOTFSDIR}/etc'
+    fi
+    sudo -E chroot '${ROOTFSDIR}' /usr/bin/apt-get update
+}
+
+ROOTFS_INSTALL_COMMAND += "image_template_purge"
+image_template_purge() {
+    if [ -n "${IMAGE_TEMPLATE_REMOVE}" ]; then
+        sudo -E chroot '${ROOTFSDIR}' /usr/bin/apt-get purge --yes --autoremove \
+            ${IMAGE_TEMPLATE_REMOVE}
+    fi
+}

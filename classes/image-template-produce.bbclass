@@ -1,0 +1,80 @@
+# Produce an image template from an image recipe (tmpl2deb layer).
+#
+# A task after the packages are installed (do_rootfs_install) and before Isar's
+# post-processing (do_rootfs_postprocess) packs ${IMAGE_ROOTFS} into tmpl-<name>.deb and
+# publishes it into the template repository of this build (${IMAGE_TEMPLATE_REPO}). The image
+# build goes on unchanged. The template is the tree as Isar has it at that point, with the
+# chroot-setup state a consumer relies on; what only this build needed (isar-apt, apt lists and
+# caches, Isar's apt settings and credentials) is left out.
+#
+#   inherit image-template-produce
+#   IMAGE_TEMPLATE_NAME = "base"            (default: ${PN})
+#   IMAGE_TEMPLATE_VERSION = "1.2"          (default: ${PV})
+#   IMAGE_TEMPLATE_FEATURES = "ssh python"  (recorded as Template-Features)
+#   IMAGE_TEMPLATE_EXCLUDES = "/srv/scratch/*"  (more tmpl2deb exclude patterns)
+#
+# The build signature recorded is the task hash of this recipe's do_rootfs_install: it
+# changes with IMAGE_INSTALL/IMAGE_PREINSTALL, the packages built for the image, DISTRO and
+# DISTRO_ARCH. image-template-consume compares it.
+
+inherit image-template-common
+
+IMAGE_TEMPLATE_NAME ?= "${PN}"
+IMAGE_TEMPLATE_VERSION ?= "${PV}"
+IMAGE_TEMPLATE_FEATURES ?= ""
+IMAGE_TEMPLATE_EXCLUDES ?= ""
+IMAGE_TEMPLATE_ISAR_EXCLUDES = "/etc/apt/preferences.d/* /etc/apt/apt.conf.d/50isar \
+    /etc/apt/auth.conf.d/* /isar-apt /isar-work /base-apt"
+IMAGE_TEMPLATE_OUT = "${WORKDIR}/image-template"
+
+def image_template_own_signature(d):
+    """The task hash of this recipe's do_rootfs_install (empty while parsing)."""
+    depdata = d.getVar("BB_TASKDEPDATA", False) or {}
+    pn = d.getVar("PN")
+    for entry in depdata.values():
+        if entry[0] == pn and entry[1] == "do_rootfs_install":
+            return entry[6]
+    return ""
+image_template_own_signature[vardepsexclude] = "BB_TASKDEPDATA"
+
+python do_image_template_pack() {
+    signature = image_template_own_signature(d)
+    if not signature:
+        bb.fatal("image-template-produce: no task hash for do_rootfs_install of %s" % d.getVar("PN"))
+    d.setVar("IMAGE_TEMPLATE_SIGNATURE", signature)
+    bb.build.exec_func("image_template_pack", d)
+}
+do_image_template_pack[vardeps] += "image_template_pack"
+do_image_template_pack[network] = "${TASK_USE_SUDO}"
+do_image_template_pack[cleandirs] = "${IMAGE_TEMPLATE_OUT}"
+do_image_template_pack[lockfiles] = "${IMAGE_TEMPLATE_REPO_LOCK}"
+addtask image_template_pack after do_rootfs_install before do_rootfs_postprocess
+
+image_template_pack() {
+    set -f  # exclude patterns hold wildcards for tmpl2deb, not for this shell
+    excludes=""
+    for pattern in ${IMAGE_TEMPLATE_ISAR_EXCLUDES} ${IMAGE_TEMPLATE_EXCLUDES}; do
+        excludes="$excludes --exclude=$pattern"
+    done
+    features=""
+    for feature in ${IMAGE_TEMPLATE_FEATURES}; do
+        features="$features --feature=$feature"
+    done
+    parent=""
+    if [ -s "${WORKDIR}/image-template-parent" ]; then
+        parent="$(cat "${WORKDIR}/image-template-parent")"
+    fi
+    deb=$(sudo SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH}" ${TMPL2DEB} pack "${IMAGE_ROOTFS}" \
+        --name "${IMAGE_TEMPLATE_NAME}" --version "${IMAGE_TEMPLATE_VERSION}" \
+        --arch "${DISTRO_ARCH}" --signature "${IMAGE_TEMPLATE_SIGNATURE}" \
+        $features $excludes $parent --output "${IMAGE_TEMPLATE_OUT}")
+    sudo chown "$(id -u):$(id -g)" "$deb"
+    sign=""
+    if [ -n "${IMAGE_TEMPLATE_SIGN_KEY}" ]; then
+        sign="--sign-with ${IMAGE_TEMPLATE_SIGN_KEY}"
+    fi
+    mkdir -p "${IMAGE_TEMPLATE_REPO}"
+    # --force: this build's repository holds what this build made last, whatever its version
+    ${TMPL2DEB} publish --force --repo "${IMAGE_TEMPLATE_REPO}" \
+        --codename "${IMAGE_TEMPLATE_CODENAME}" $sign "$deb"
+}
