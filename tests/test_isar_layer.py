@@ -1,0 +1,78 @@
+"""The Isar layer parses with a real bitbake, when an Isar checkout is given.
+
+TMPL2DEB_ISAR_DIR=/path/to/isar (github.com/ilbers/isar). bitbake refuses to run as root, so
+as root it runs as the build user tests/isar/run creates (isarbuild) or nobody.
+The real build of the example chain is tests/isar/run (README, "Isar").
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import sh
+
+PROJECT = Path(__file__).resolve().parent.parent
+ISAR = os.environ.get("TMPL2DEB_ISAR_DIR", "")
+MC = "mc:qemuamd64-bookworm"
+
+
+def bitbake_env(build: Path, *args: str) -> str:
+    """`bitbake ARGS` in BUILD (set up from the Isar checkout), as a non-root user."""
+    user = []
+    if os.geteuid() == 0:
+        name = "isarbuild" if _has_user("isarbuild") else "nobody"
+        user = ["runuser", "-u", name, "--"]
+        sh("chown", "-R", name, build.parent)
+    script = f". ./isar-init-build-env {build} >/dev/null && bitbake {' '.join(args)}"
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "en_US.UTF-8", "HOME": str(build)}
+    result = sh(*user, "bash", "-c", f"cd {ISAR} && {script}", env=env, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out: str = result.stdout
+    return out
+
+
+def _has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ISAR, reason="TMPL2DEB_ISAR_DIR not set (path of an Isar checkout)")
+def test_layer_parses_and_wires_the_tasks() -> None:
+    # not under pytest's tmp_path: that is private to root, and bitbake runs as another user
+    top = Path(tempfile.mkdtemp(prefix="tmpl2deb-isar-parse-", dir="/var/tmp"))
+    try:
+        _parse(top)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def _parse(top: Path) -> None:
+    build = top / "build"
+    layer = top / "layer"
+    for name in ("conf", "classes", "recipes-templates", "tmpl2deb"):
+        shutil.copytree(PROJECT / name, layer / name)
+    (build / "conf").mkdir(parents=True)
+    sample = Path(ISAR) / "meta-isar/conf"
+    bblayers = (sample / "bblayers.conf.sample").read_text().replace("##ISARROOT##", ISAR)
+    bblayers = bblayers.replace('BBLAYERS ?= "', f'BBLAYERS ?= " {layer} ', 1)
+    (build / "conf/bblayers.conf").write_text(bblayers)
+    local = (sample / "local.conf.sample").read_text()
+    (build / "conf/local.conf").write_text(local + '\nBBMULTICONFIG = "qemuamd64-bookworm"\n')
+    env = bitbake_env(build, "-e", f"{MC}:app-image")
+    assert 'IMAGE_TEMPLATE="tmpl-middleware"' in env
+    assert 'IMAGE_TEMPLATE_REMOVE="nano"' in env
+    assert "middleware-template-image:do_image_template_pack" in env  # do_rootfs_install[depends]
+    assert re.search(r"^python rootfs_prepare ?\(\) \{", env, re.MULTILINE)
+    env = bitbake_env(build, "-e", f"{MC}:base-template-image")
+    assert re.search(r"^python do_image_template_pack ?\(\) \{", env, re.MULTILINE)
+    assert 'IMAGE_TEMPLATE_NAME="base"' in env
