@@ -103,7 +103,11 @@ image_template_unpack() {
     sudo ${TMPL2DEB} unpack "${IMAGE_TEMPLATE_STAGING}" "${ROOTFSDIR}"
     # the build's own apt sources, preferences and package lists, as the bootstrap set them
     sudo tar -xf "${BOOTSTRAP_SRC}" -C "${ROOTFSDIR}" --wildcards \
-        './etc/apt/sources.list.d/*' './etc/apt/preferences.d/*' './var/lib/apt/lists/*'
+        './etc/apt/sources.list.d/*' './etc/apt/preferences.d/*' './var/lib/apt/lists/*' \
+        ./etc/locale.gen
+    # image_install_localepurge_install is not idempotent: it appends to locale.gen (restored
+    # from the bootstrap above) and links /etc/locale.conf (made again by it).
+    sudo rm -f "${ROOTFSDIR}/etc/locale.conf"
 }
 
 # Isar's own rootfs_prepare, for IMAGE_TEMPLATE_ON_STALE = "full"
