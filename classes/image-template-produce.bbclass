@@ -23,8 +23,10 @@ IMAGE_TEMPLATE_NAME ?= "${PN}"
 IMAGE_TEMPLATE_VERSION ?= "${PV}"
 IMAGE_TEMPLATE_FEATURES ?= ""
 IMAGE_TEMPLATE_EXCLUDES ?= ""
+# Isar's build-time apt files, and the ssh host keys: secrets of one device, not of every
+# image made from the template (sshd-regen-keys makes them on first boot).
 IMAGE_TEMPLATE_ISAR_EXCLUDES = "/etc/apt/preferences.d/* /etc/apt/apt.conf.d/50isar \
-    /etc/apt/auth.conf.d/* /isar-apt /isar-work /base-apt"
+    /etc/apt/auth.conf.d/* /isar-apt /isar-work /base-apt /etc/ssh/ssh_host_*"
 IMAGE_TEMPLATE_OUT = "${WORKDIR}/image-template"
 
 def image_template_own_signature(d):

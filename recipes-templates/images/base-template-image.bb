@@ -12,6 +12,9 @@ inherit image-template-produce
 IMAGE_TEMPLATE_NAME = "base"
 IMAGE_TEMPLATE_FEATURES = "systemd ssh python3 debug-tools"
 
+# Isar's post-processing requires it with openssh-server: host keys are made on first boot.
+IMAGE_INSTALL += "sshd-regen-keys"
+
 IMAGE_PREINSTALL += " \
     systemd systemd-sysv dbus udev kmod iproute2 iputils-ping ifupdown isc-dhcp-client \
     net-tools ethtool openssh-server curl wget ca-certificates less vim-tiny nano procps \
