@@ -19,4 +19,5 @@ IMAGE_PREINSTALL += " \
     systemd systemd-sysv dbus udev kmod iproute2 iputils-ping ifupdown isc-dhcp-client \
     net-tools ethtool openssh-server curl wget ca-certificates less vim-tiny nano procps \
     psmisc htop strace gdb tcpdump lsof file sudo bash-completion rsync jq python3 \
-    python3-yaml python3-requests"
+    python3-yaml python3-requests git usbutils pciutils i2c-tools systemd-timesyncd cron \
+    logrotate tree"
