@@ -16,6 +16,6 @@ IMAGE_PREINSTALL += " \
     net-tools ethtool openssh-server curl wget ca-certificates less vim-tiny procps \
     psmisc htop strace gdb tcpdump lsof file sudo bash-completion rsync jq python3 \
     python3-yaml python3-requests git usbutils pciutils i2c-tools systemd-timesyncd cron \
-    logrotate tree \
+    logrotate tree zstd unzip \
     mosquitto nginx-light python3-paho-mqtt \
     hello"
