@@ -16,3 +16,12 @@ IMAGE_TEMPLATE_CODENAME ?= "${BASE_DISTRO_CODENAME}"
 # gpg key id to sign the repository with (GNUPGHOME of the build user); empty: unsigned.
 IMAGE_TEMPLATE_SIGN_KEY ?= ""
 IMAGE_TEMPLATE_REPO_LOCK = "${DEPLOY_DIR}/image-templates/${DISTRO}.lock"
+
+def image_template_rootfs_hash(d, pn):
+    """The task hash of PN's do_rootfs_install as the running task sees it (empty while
+    parsing, or when the task does not depend on it): a template's build signature."""
+    for entry in (d.getVar("BB_TASKDEPDATA", False) or {}).values():
+        if pn and entry[0] == pn and entry[1] == "do_rootfs_install":
+            return entry[6]
+    return ""
+image_template_rootfs_hash[vardepsexclude] = "BB_TASKDEPDATA"

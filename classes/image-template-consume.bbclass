@@ -53,18 +53,10 @@ do_rootfs_install[vardeps] += "rootfs_prepare image_template_stage image_templat
     IMAGE_TEMPLATE IMAGE_TEMPLATE_SOURCE IMAGE_TEMPLATE_REMOVE IMAGE_TEMPLATE_ON_STALE"
 do_rootfs_install[network] = "${TASK_USE_SUDO}"
 
-def image_template_expected_signature(d):
-    """do_rootfs_install hash of IMAGE_TEMPLATE_RECIPE in this build (empty: not checked)."""
-    recipe = d.getVar("IMAGE_TEMPLATE_RECIPE")
-    for entry in (d.getVar("BB_TASKDEPDATA", False) or {}).values():
-        if recipe and entry[0] == recipe and entry[1] == "do_rootfs_install":
-            return entry[6]
-    return ""
-image_template_expected_signature[vardepsexclude] = "BB_TASKDEPDATA"
-
 python rootfs_prepare() {
     import glob, json, os
-    expected = image_template_expected_signature(d)
+    # the signature a template made by IMAGE_TEMPLATE_RECIPE in this build must record
+    expected = image_template_rootfs_hash(d, d.getVar("IMAGE_TEMPLATE_RECIPE"))
     if d.getVar("IMAGE_TEMPLATE_RECIPE") and not expected:
         bb.fatal("no task hash of %s:do_rootfs_install" % d.getVar("IMAGE_TEMPLATE_RECIPE"))
     policy = d.getVar("IMAGE_TEMPLATE_ON_STALE")

@@ -29,18 +29,8 @@ IMAGE_TEMPLATE_ISAR_EXCLUDES = "/etc/apt/preferences.d/* /etc/apt/apt.conf.d/50i
     /etc/apt/auth.conf.d/* /isar-apt /isar-work /base-apt /etc/ssh/ssh_host_*"
 IMAGE_TEMPLATE_OUT = "${WORKDIR}/image-template"
 
-def image_template_own_signature(d):
-    """The task hash of this recipe's do_rootfs_install (empty while parsing)."""
-    depdata = d.getVar("BB_TASKDEPDATA", False) or {}
-    pn = d.getVar("PN")
-    for entry in depdata.values():
-        if entry[0] == pn and entry[1] == "do_rootfs_install":
-            return entry[6]
-    return ""
-image_template_own_signature[vardepsexclude] = "BB_TASKDEPDATA"
-
 python do_image_template_pack() {
-    signature = image_template_own_signature(d)
+    signature = image_template_rootfs_hash(d, d.getVar("PN"))
     if not signature:
         bb.fatal("image-template-produce: no task hash for do_rootfs_install of %s" % d.getVar("PN"))
     d.setVar("IMAGE_TEMPLATE_SIGNATURE", signature)

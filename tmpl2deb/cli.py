@@ -9,10 +9,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tmpl2deb import __version__, rootfs
 from tmpl2deb.errors import Tmpl2debError
 from tmpl2deb.metadata import DEFAULT_MAINTAINER, parent_field
+
+if TYPE_CHECKING:
+    from tmpl2deb.stage import Expect
 
 log = logging.getLogger("tmpl2deb")
 
@@ -210,17 +214,24 @@ def _size(size: int) -> str:
     return f"{size:.1f} GiB"
 
 
-def cmd_stage(args: _CliArgs) -> None:
-    from tmpl2deb.stage import Expect, stage
+def _expect(args: _CliArgs, architecture: str = "") -> Expect:
+    """The template checks (_add_checks) as given on the command line."""
+    from tmpl2deb.stage import Expect
 
-    expect = Expect(
+    return Expect(
+        architecture=architecture,
         distro=args.distro,
         suite=args.suite,
         signature=args.expect_signature,
         allow_mismatch=args.allow_mismatch,
     )
+
+
+def cmd_stage(args: _CliArgs) -> None:
+    from tmpl2deb.stage import stage
+
     template = stage(
-        args.apt_source, args.spec, args.staging, architecture=args.arch, expect=expect
+        args.apt_source, args.spec, args.staging, architecture=args.arch, expect=_expect(args)
     )
     meta = template.metadata
     log.info("Staged %s %s (%s) in %s", meta.package, meta.version, meta.architecture, args.staging)
@@ -250,11 +261,7 @@ def cmd_derive(args: _CliArgs) -> None:
         install=tuple(args.install),
         purge=tuple(args.purge),
         package=args.package,
-        architecture=args.arch,
-        distro=args.distro,
-        suite=args.suite,
-        signature=args.expect_signature,
-        allow_mismatch=args.allow_mismatch,
+        expect=_expect(args, args.arch),
         template=template,
     )
     result = derive(args.template, args.dest, options)
@@ -370,23 +377,30 @@ def _add_pack(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         action="store_true",
         help="do not apply the default host-leak excludes (default: apply them)",
     )
-    p.add_argument(
-        "--level", type=int, default=3, metavar="N", help="zstd compression level 1-19 (default: 3)"
+    _add_deb_output(p, "zstd compression level", "the .deb", "Maintainer field")
+    p.set_defaults(func=cmd_pack)
+
+
+def _add_deb_output(
+    group: argparse._ActionsContainer, level: str, deb: str, maintainer: str
+) -> None:
+    """--level, --output and --maintainer of the .deb that pack or derive writes."""
+    group.add_argument(
+        "--level", type=int, default=3, metavar="N", help=f"{level} 1-19 (default: 3)"
     )
-    p.add_argument(
+    group.add_argument(
         "--output",
         "-o",
         type=Path,
         default=Path(),
         metavar="DIR",
-        help="directory for the .deb (default: the current directory)",
+        help=f"directory for {deb} (default: the current directory)",
     )
-    p.add_argument(
+    group.add_argument(
         "--maintainer",
         default=DEFAULT_MAINTAINER,
-        help=f"Maintainer field (default: {DEFAULT_MAINTAINER})",
+        help=f"{maintainer} (default: {DEFAULT_MAINTAINER})",
     )
-    p.set_defaults(func=cmd_pack)
 
 
 def _add_info(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -573,22 +587,7 @@ def _add_derive(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "--feature", action="append", default=[], metavar="F", help="its features (repeatable)"
     )
     out.add_argument("--signature", default="", help="its build signature (default: none)")
-    out.add_argument(
-        "--level", type=int, default=3, metavar="N", help="zstd level 1-19 (default: 3)"
-    )
-    out.add_argument(
-        "--output",
-        "-o",
-        type=Path,
-        default=Path(),
-        metavar="DIR",
-        help="directory for its .deb (default: the current directory)",
-    )
-    out.add_argument(
-        "--maintainer",
-        default=DEFAULT_MAINTAINER,
-        help=f"its Maintainer field (default: {DEFAULT_MAINTAINER})",
-    )
+    _add_deb_output(out, "zstd level", "its .deb", "its Maintainer field")
     p.set_defaults(func=cmd_derive)
 
 

@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tmpl2deb import rootfs
@@ -65,11 +65,7 @@ class DeriveOptions:
     install: tuple[str, ...] = ()
     purge: tuple[str, ...] = ()
     package: str = ""
-    architecture: str = ""
-    distro: str = ""
-    suite: str = ""
-    signature: str = ""
-    allow_mismatch: bool = False
+    expect: Expect = field(default_factory=Expect)
     template: PackOptions | None = None
 
 
@@ -118,16 +114,7 @@ def derive(source: Path, dest: Path, options: DeriveOptions) -> Result:
     if options.install and not sources:
         raise FormatError("installing packages needs apt sources: give --source")
     template = open_template(source, options.package)
-    check_match(
-        template.metadata,
-        Expect(
-            architecture=options.architecture,
-            distro=options.distro,
-            suite=options.suite,
-            signature=options.signature,
-            allow_mismatch=options.allow_mismatch,
-        ),
-    )
+    check_match(template.metadata, options.expect)
     check_dest(dest)
     if options.template and not options.template.output.is_dir():
         raise FormatError(f"output directory {options.template.output} does not exist")

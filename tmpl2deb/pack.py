@@ -29,7 +29,7 @@ from tmpl2deb.metadata import (
     package_name,
     render_control,
 )
-from tmpl2deb.run import Process, pipeline_failed, run, spawn
+from tmpl2deb.run import Process, host_architecture, pipeline_failed, spawn
 from tmpl2deb.tarstream import Action, Member, TarFilter, pump, writer
 
 log = logging.getLogger(__name__)
@@ -323,6 +323,6 @@ def _dpkg_architecture(packages: list[tuple[str, str, str]]) -> str:
     for name, _version, arch in packages:
         if name == "dpkg":
             return arch
-    host = run(["dpkg", "--print-architecture"], capture=True).stdout.strip()
+    host = host_architecture()
     log.info("no dpkg in the rootfs: using the host architecture %s", host)
     return host

@@ -130,10 +130,14 @@ def _common_suite(templates: Sequence[TemplateMetadata]) -> str:
     return suites.pop()
 
 
-def _check_newer(repo: Path, codename: str, templates: Sequence[TemplateMetadata]) -> None:
+def _check_newer(
+    repo: Path,
+    codename: str,
+    current: dict[tuple[str, str], str],
+    templates: Sequence[TemplateMetadata],
+) -> None:
     """Refuse to publish a version older than the one the repository has (reprepro would
     silently keep the newer one)."""
-    current = {(e.package, e.architecture): e.version for e in list_templates(repo, codename)}
     for meta in templates:
         old = current.get((meta.package, meta.architecture))
         if old is not None and version_compare(old, meta.version) > 0:
@@ -163,9 +167,9 @@ def publish(
     check_package(codename)
     if sign_with:
         _check_key(sign_with)
-    current = {(e.package, e.architecture) for e in list_templates(repo, codename)}
+    current = {(e.package, e.architecture): e.version for e in list_templates(repo, codename)}
     if not force:
-        _check_newer(repo, codename, templates)
+        _check_newer(repo, codename, current, templates)
     architectures = [*ISAR_ARCHITECTURES]
     architectures += sorted({m.architecture for m in templates} - set(ISAR_ARCHITECTURES))
     wanted = Distribution(codename, (component,), tuple(architectures), sign_with)

@@ -10,6 +10,7 @@ import shlex
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -182,6 +183,12 @@ def spawn(
             for stream in (popen.stdin, popen.stdout):
                 if stream is not None:
                     stream.close()
+
+
+@cache
+def host_architecture() -> str:
+    """The build host's dpkg architecture (asked once)."""
+    return run(["dpkg", "--print-architecture"], capture=True).stdout.strip()
 
 
 def pipeline_failed(err: Exception, *, upstream: Process | None, downstream: Process) -> NoReturn:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tmpl2deb.errors import CommandError, FormatError, IntegrityError, MetadataError
 from tmpl2deb.metadata import TemplateMetadata, check_package, check_version
-from tmpl2deb.run import run
+from tmpl2deb.run import host_architecture, run
 from tmpl2deb.unpack import Template, open_template
 
 log = logging.getLogger(__name__)
@@ -141,10 +141,6 @@ def check_match(meta: TemplateMetadata, expect: Expect) -> None:
             if not expect.allow_mismatch:
                 raise FormatError(message + "; use --allow-mismatch to build on it anyway")
             log.warning("%s (allowed by --allow-mismatch)", message)
-
-
-def host_architecture() -> str:
-    return run(["dpkg", "--print-architecture"], capture=True).stdout.strip()
 
 
 def apt_config(staging: Path, architecture: str) -> str:
