@@ -132,8 +132,8 @@ def derive(source: Path, dest: Path, options: DeriveOptions) -> Result:
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    added = tuple(sorted(set(after) - set(before)))
-    removed = tuple(sorted(set(before) - set(after)))
+    added = tuple(sorted(after - before))
+    removed = tuple(sorted(before - after))
     log.info("Derived %s: %d packages added, %d removed", dest, len(added), len(removed))
     deb = None
     if options.template:
@@ -141,15 +141,16 @@ def derive(source: Path, dest: Path, options: DeriveOptions) -> Result:
     return Result(dest, deb, added, removed)
 
 
-def _packages(root: Path) -> dict[str, str]:
+def _packages(root: Path) -> set[str]:
+    """Names of the packages dpkg has installed in ROOT."""
     try:
         status = (root / rootfs.DPKG_STATUS.decode()).read_bytes()
     except FileNotFoundError:
-        return {}
-    return {name: version for name, version, _arch in rootfs.installed_packages(status)}
+        return set()
+    return {name for name, _version, _arch in rootfs.installed_packages(status)}
 
 
-def _apt_steps(root: Path, options: DeriveOptions, installed: dict[str, str]) -> None:
+def _apt_steps(root: Path, options: DeriveOptions, installed: set[str]) -> None:
     missing = [p for p in options.purge if p.partition(":")[0] not in installed]
     if missing:
         raise FormatError(f"cannot purge packages that are not installed: {' '.join(missing)}")
