@@ -17,6 +17,7 @@ from tmpl2deb.metadata import DEFAULT_MAINTAINER, parent_field
 
 if TYPE_CHECKING:
     from tmpl2deb.stage import Expect
+    from tmpl2deb.template import Template
 
 log = logging.getLogger("tmpl2deb")
 
@@ -71,6 +72,13 @@ class _CliArgs(argparse.Namespace):
     suite: str
     allow_mismatch: bool
     template_name: str
+    delta: bool
+    delta_from: Path | None
+    delta_package: str
+    with_parent: list[Path]
+    old: Path
+    new: Path
+    files: bool
 
 
 def source_date_epoch(environ: dict[str, str] | os._Environ[str]) -> int:
@@ -114,12 +122,15 @@ def cmd_pack(args: _CliArgs) -> None:
         excludes=excludes,
         level=args.level,
         maintainer=args.maintainer,
+        delta_from=args.delta_from,
+        delta_package=args.delta_package,
+        with_parents=tuple(args.with_parent),
     )
     print(pack(args.rootfs, options))
 
 
 def cmd_info(args: _CliArgs) -> None:
-    from tmpl2deb.unpack import open_template
+    from tmpl2deb.template import open_template
 
     template = open_template(args.deb)
     if args.json:
@@ -142,20 +153,94 @@ def cmd_info(args: _CliArgs) -> None:
         ("Packages", str(meta.packages)),
         ("Files", str(meta.rootfs_files)),
         ("Rootfs tar", f"{meta.rootfs_size} bytes, sha256 {meta.rootfs_sha256}"),
-        ("Payload", f"{template.payload.span.size} bytes (zstd)"),
+        ("Payload", f"{template.payload.span.size} bytes ({_kind(template)})"),
         ("Manifest", f"sha256 {meta.manifest_sha256}"),
         ("Excludes", " ".join(meta.excludes) or "-"),
         ("Format", str(meta.format)),
     ]
+    rows += [("Chain" if n == 0 else "", line) for n, line in enumerate(_chain(template, args))]
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
-        print(f"{key:<{width}}  {value}")
+        print(f"{key:<{width}}  {value}".rstrip())
+
+
+def _kind(template: Template) -> str:
+    return "zstd delta" if template.metadata.delta else "zstd"
+
+
+def _chain(template: Template, args: _CliArgs) -> list[str]:
+    """One line per template from this one down to the full one at the bottom."""
+    from tmpl2deb.template import resolve_chain
+
+    try:
+        chain, missing = resolve_chain(template, args.with_parent), ""
+    except Tmpl2debError as err:
+        chain, missing = [template], str(err)
+    lines = [
+        f"{t.metadata.package} {t.metadata.version} {t.metadata.payload} "
+        f"{_size(t.payload.span.size)}"
+        for t in chain
+    ]
+    return lines + ([f"(incomplete: {missing})"] if missing else [])
 
 
 def cmd_unpack(args: _CliArgs) -> None:
     from tmpl2deb.unpack import unpack
 
-    print(unpack(args.source, args.dest, args.package))
+    print(unpack(args.source, args.dest, args.package, args.with_parent))
+
+
+def cmd_diff(args: _CliArgs) -> None:
+    import json
+
+    from tmpl2deb.diff import diff
+    from tmpl2deb.template import open_template, resolve_chain
+
+    old, new = (
+        resolve_chain(open_template(path), args.with_parent) for path in (args.old, args.new)
+    )
+    result = diff(old, new, files=args.files)
+    if args.json:
+        data = {
+            "old": f"{old[0].name}",
+            "new": f"{new[0].name}",
+            "packages": {"added": result.packages_added, "removed": result.packages_removed,
+                         "changed": result.packages_changed},
+        }  # fmt: skip
+        if args.files:
+            data["files"] = {
+                "added": result.files_added,
+                "removed": result.files_removed,
+                "changed": dict(result.files_changed),
+            }
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return
+    print(f"--- {old[0].name}")
+    print(f"+++ {new[0].name}")
+    print(
+        f"packages: {len(result.packages_added)} added, {len(result.packages_removed)} "
+        f"removed, {len(result.packages_changed)} changed"
+    )
+    for mark, lines in (("+", result.packages_added), ("-", result.packages_removed),
+                        ("~", result.packages_changed)):  # fmt: skip
+        for line in lines:
+            print(f"{mark} {line}")
+    if not args.files:
+        return
+    print(
+        f"files: {len(result.files_added)} added, {len(result.files_removed)} removed, "
+        f"{len(result.files_changed)} changed"
+    )
+    for path in result.files_added:
+        print(f"+ {_printable(path)}")
+    for path in result.files_removed:
+        print(f"- {_printable(path)}")
+    for path, what in result.files_changed:
+        print(f"~ {_printable(path)} ({', '.join(what)})")
+
+
+def _printable(path: str) -> str:
+    return path.encode(errors="surrogateescape").decode(errors="backslashreplace")
 
 
 def cmd_publish(args: _CliArgs) -> None:
@@ -253,9 +338,12 @@ def cmd_derive(args: _CliArgs) -> None:
             signature=args.signature,
             level=args.level,
             maintainer=args.maintainer,
+            delta_from=args.template if args.delta else None,
+            delta_package=args.package,
+            with_parents=tuple(args.with_parent),
         )
-    elif args.version or args.feature or args.signature:
-        raise Tmpl2debError("--version, --feature and --signature need --template-name")
+    elif args.version or args.feature or args.signature or args.delta:
+        raise Tmpl2debError("--version, --feature, --signature and --delta need --template-name")
     options = DeriveOptions(
         sources=tuple(args.sources),
         install=tuple(args.install),
@@ -263,6 +351,7 @@ def cmd_derive(args: _CliArgs) -> None:
         package=args.package,
         expect=_expect(args, args.arch),
         template=template,
+        with_parents=tuple(args.with_parent),
     )
     result = derive(args.template, args.dest, options)
     print(result.deb or result.rootfs)
@@ -377,8 +466,36 @@ def _add_pack(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         action="store_true",
         help="do not apply the default host-leak excludes (default: apply them)",
     )
+    delta = p.add_argument_group("delta template")
+    delta.add_argument(
+        "--delta-from",
+        type=Path,
+        default=None,
+        metavar="DEB|STAGING",
+        help="ship the rootfs as a zstd patch against this parent template, which the new "
+        "package then depends on (default: a full template)",
+    )
+    delta.add_argument(
+        "--delta-package",
+        default="",
+        metavar="PKG",
+        help="the parent's package in a STAGING root (default: the one no other is a delta of)",
+    )
+    _add_with_parent(delta)
     _add_deb_output(p, "zstd compression level", "the .deb", "Maintainer field")
     p.set_defaults(func=cmd_pack)
+
+
+def _add_with_parent(group: argparse._ActionsContainer) -> None:
+    group.add_argument(
+        "--with-parent",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DEB",
+        help="parent template .deb of a delta template (repeatable; default: look for "
+        "PACKAGE_VERSION_ARCH.deb next to the child, or in its staging root)",
+    )
 
 
 def _add_deb_output(
@@ -414,6 +531,7 @@ def _add_info(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument(
         "--json", action="store_true", help="print the embedded metadata.json (default: a table)"
     )
+    _add_with_parent(p)
     p.set_defaults(func=cmd_info, package="")
 
 
@@ -434,9 +552,33 @@ def _add_unpack(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "dest", type=Path, metavar="DEST", help="target directory; must not exist or be empty"
     )
     p.add_argument(
-        "--package", default="", help="template package to use from STAGING (default: the only one)"
+        "--package",
+        default="",
+        help="template package to use from STAGING (default: the one no other is a delta of)",
     )
+    _add_with_parent(p)
     p.set_defaults(func=cmd_unpack)
+
+
+def _add_diff(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _sub(
+        subparsers,
+        "diff",
+        "Show the packages and files added, removed and changed between two templates, "
+        "from their manifests and rootfs tar listings, without unpacking either.",
+        "tmpl2deb diff tmpl-base_1.0_amd64.deb tmpl-app_1.0_amd64.deb",
+    )
+    p.add_argument("old", type=Path, metavar="OLD", help="template .deb or staging root")
+    p.add_argument("new", type=Path, metavar="NEW", help="template .deb or staging root")
+    p.add_argument(
+        "--packages-only",
+        dest="files",
+        action="store_false",
+        help="compare the manifests only, not the files (default: both)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON (default: a list)")
+    _add_with_parent(p)
+    p.set_defaults(func=cmd_diff)
 
 
 def _add_publish(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -587,6 +729,12 @@ def _add_derive(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "--feature", action="append", default=[], metavar="F", help="its features (repeatable)"
     )
     out.add_argument("--signature", default="", help="its build signature (default: none)")
+    out.add_argument(
+        "--delta",
+        action="store_true",
+        help="ship it as a zstd patch against the template derived from (default: full)",
+    )
+    _add_with_parent(out)
     _add_deb_output(out, "zstd level", "its .deb", "its Maintainer field")
     p.set_defaults(func=cmd_derive)
 
@@ -612,6 +760,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_list,
         _add_stage,
         _add_derive,
+        _add_diff,
     ):
         add(subparsers)
     return parser

@@ -23,7 +23,8 @@ DEBIAN_BINARY = b"2.0\n"
 BLOCK = 512
 
 TEMPLATES_DIR = "usr/share/tmpl2deb/templates"
-PAYLOAD = "rootfs.tar.zst"
+PAYLOAD = "rootfs.tar.zst"  # a full template: zstd of the rootfs tar
+DELTA_PAYLOAD = "rootfs.tar.zstpatch"  # a delta: zstd --patch-from the parent's rootfs tar
 MANIFEST = "manifest"
 METADATA = "metadata.json"
 
@@ -293,7 +294,7 @@ class DebWriter:
         """Add a small file after the payload."""
         self.data.write(tar_file(f"./{self._dir}/{name}", data, self._mtime))
 
-    def finish(self, control: bytes, payload_size: int) -> None:
+    def finish(self, control: bytes, payload_size: int, payload_name: str = PAYLOAD) -> None:
         """Close data.tar, then fill in the control member and the sizes left open."""
         out = self._out
         self.data.write(bytes(2 * BLOCK))
@@ -301,7 +302,7 @@ class DebWriter:
         data_size = out.tell() - self._data_at - AR_HEADER
         if data_size % 2:
             out.write(b"\n")
-        header = tar_header(f"./{self._dir}/{PAYLOAD}", self._mtime, size=payload_size)
+        header = tar_header(f"./{self._dir}/{payload_name}", self._mtime, size=payload_size)
         self.data.patch(self._header_segment, self._header_offset, header)
         out.seek(self._control_at)
         out.write(stored_gzip(control_tar(control, self._mtime, self._control_size)))
@@ -362,6 +363,7 @@ class DebLayout:
     payload: Region
     manifest: Region
     metadata: Region
+    payload_name: str = PAYLOAD
 
 
 def read_layout(path: Path) -> DebLayout:
@@ -466,12 +468,12 @@ def _data_files(f: BinaryIO, data: Region, path: Path) -> dict[str, Span]:
 
 
 def _layout(path: Path, control: Region, data: Region, files: dict[str, Span]) -> DebLayout:
-    payloads = [name for name in files if name.endswith("/" + PAYLOAD)]
+    payloads = [name for name in files if name.endswith(("/" + PAYLOAD, "/" + DELTA_PAYLOAD))]
     if len(payloads) != 1 or not payloads[0].startswith(TEMPLATES_DIR + "/"):
         raise FormatError(
             f"{path} is not a tmpl2deb template: no single {TEMPLATES_DIR}/*/{PAYLOAD}"
         )
-    package_dir = payloads[0].rpartition("/")[0]
+    package_dir, _, payload_name = payloads[0].rpartition("/")
     for name in (MANIFEST, METADATA):
         if f"{package_dir}/{name}" not in files:
             raise FormatError(f"{path} is incomplete: {package_dir}/{name} is missing")
@@ -482,7 +484,8 @@ def _layout(path: Path, control: Region, data: Region, files: dict[str, Span]) -
     return DebLayout(
         path=path,
         control=control,
-        payload=region(PAYLOAD),
+        payload=region(payload_name),
+        payload_name=payload_name,
         manifest=region(MANIFEST),
         metadata=region(METADATA),
     )

@@ -67,6 +67,7 @@ class DeriveOptions:
     package: str = ""
     expect: Expect = field(default_factory=Expect)
     template: PackOptions | None = None
+    with_parents: tuple[Path, ...] = ()  # .debs of the template's parents, if it is a delta
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +121,7 @@ def derive(source: Path, dest: Path, options: DeriveOptions) -> Result:
         raise FormatError(f"output directory {options.template.output} does not exist")
     work = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmpl2deb-"))
     try:
-        unpack(template.source, work, template.metadata.package)
+        unpack(template.source, work, template.metadata.package, options.with_parents)
         before = _packages(work)
         if options.install or options.purge:
             with _build_files(work, sources):

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 PACKAGE_PREFIX = "tmpl-"
 DEFAULT_MAINTAINER = "Image Templates <image-templates@example.org>"
+FULL, DELTA = "full", "delta"  # the payload: the whole rootfs tar, or a zstd patch of it
 
 _PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
@@ -70,6 +71,7 @@ def deb_filename(package: str, version: str, architecture: str) -> str:
 # Control field name for each metadata attribute, in the order they are written.
 CONTROL_FIELDS = {
     "format": "Template-Format",
+    "payload": "Template-Payload",
     "image": "Template-Image",
     "build_date": "Template-Build-Date",
     "features": "Template-Features",
@@ -112,6 +114,7 @@ class TemplateMetadata:
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     signature: str = ""
+    payload: str = FULL
     format: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -130,6 +133,10 @@ class TemplateMetadata:
             _check(self.parent_sha256, _SHA256_RE, "parent_sha256")
         if self.signature and not _WORD_RE.fullmatch(self.signature):
             raise MetadataError("signature", f"{self.signature!r} is not a single word")
+        if self.payload not in (FULL, DELTA):
+            raise MetadataError("payload", f"{self.payload!r} is neither {FULL!r} nor {DELTA!r}")
+        if self.payload == DELTA and not (self.parent and self.parent_sha256):
+            raise MetadataError("payload", "a delta template needs its parent and parent sha256")
         if self.format != FORMAT_VERSION:
             raise MetadataError("format", f"version {self.format} is not supported (expected 1)")
 
@@ -142,6 +149,15 @@ class TemplateMetadata:
         for name in ("added", "removed"):
             for package in getattr(self, name):
                 _check(package, _PACKAGE_RE, name)
+
+    @property
+    def delta(self) -> bool:
+        return self.payload == DELTA
+
+    def parent_spec(self) -> tuple[str, str]:
+        """(package, version) of the parent template, or ('', '')."""
+        match = _PARENT_RE.fullmatch(self.parent)
+        return (match["package"], match["version"]) if match else ("", "")
 
     def to_json(self) -> str:
         """metadata.json: sorted keys, two-space indent, trailing newline."""
@@ -187,6 +203,8 @@ class TemplateMetadata:
         }
         for attr, name in CONTROL_FIELDS.items():
             value = control.get(name, "")
+            if attr == "payload":
+                value = value or FULL
             if attr in _LIST_FIELDS:
                 data[attr] = _lines(value) if attr == "excludes" else value.split()
             else:
@@ -246,7 +264,8 @@ class PackageInfo:
 
 
 def render_control(meta: TemplateMetadata, info: PackageInfo) -> bytes:
-    """The DEBIAN/control file of a template package (no Depends: see README)."""
+    """The DEBIAN/control file of a template package: Depends only on the parent template,
+    and only for a delta template (see README)."""
     from debian.deb822 import Deb822  # imported late: it is slow to import, unpack needs none
 
     para = Deb822()
@@ -255,6 +274,8 @@ def render_control(meta: TemplateMetadata, info: PackageInfo) -> bytes:
     para["Architecture"] = meta.architecture
     para["Maintainer"] = info.maintainer
     para["Installed-Size"] = str(info.installed_size)
+    if meta.delta:
+        para["Depends"] = meta.parent  # apt brings the parent into the staging root with it
     para["Section"] = info.section
     para["Priority"] = info.priority
     for name, value in meta.control_fields().items():
@@ -269,4 +290,10 @@ def _description(meta: TemplateMetadata) -> str:
         f" Root filesystem of the image {meta.image}, packed by tmpl2deb with\n"
         f" {meta.packages} Debian packages. Installing this package only places the\n"
         " template under /usr/share/tmpl2deb; 'tmpl2deb unpack' extracts the rootfs."
+        + (
+            f"\n .\n This is a delta template: its payload is a zstd patch against the rootfs\n"
+            f" of its parent {meta.parent}, which it depends on."
+            if meta.delta
+            else ""
+        )
     )

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import logging
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -21,6 +22,8 @@ from tmpl2deb import debformat, rootfs
 from tmpl2deb.errors import CommandError, FormatError, MetadataError, PrivilegeError
 from tmpl2deb.metadata import (
     DEFAULT_MAINTAINER,
+    DELTA,
+    FULL,
     PackageInfo,
     TemplateMetadata,
     check_package,
@@ -29,8 +32,9 @@ from tmpl2deb.metadata import (
     package_name,
     render_control,
 )
-from tmpl2deb.run import Process, host_architecture, pipeline_failed, spawn
+from tmpl2deb.run import Process, host_architecture, pipeline_failed, run, spawn
 from tmpl2deb.tarstream import Action, Member, TarFilter, pump, writer
+from tmpl2deb.template import Template, open_template, resolve_chain
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,9 @@ class PackOptions:
     )
     level: int = DEFAULT_LEVEL
     maintainer: str = DEFAULT_MAINTAINER
+    delta_from: Path | None = None  # parent template (.deb or staging root) to delta against
+    delta_package: str = ""  # which template of a staging root delta_from is
+    with_parents: tuple[Path, ...] = ()  # .debs of delta_from's own parents, if it is a delta
 
     def __post_init__(self) -> None:
         if not 1 <= self.level <= 19:
@@ -85,7 +92,10 @@ def pack(source: Path, options: PackOptions) -> Path:
     if not options.output.is_dir():
         raise FormatError(f"output directory {options.output} does not exist; create it first")
     package = options.package or package_name(options.name)
-    draft = _draft_metadata(options, package)
+    chain = _delta_chain(options)
+    if chain:
+        options = _with_parent(options, chain[0])
+    draft = _draft_metadata(options, package, DELTA if chain else FULL)
     space = len(debformat.control_tar(render_control(draft, _PLACEHOLDER_INFO), options.mtime))
     space = max(space, 10240)  # at least one tar record, as tar itself writes
     log.info("Packing %s into a template for image %s", source, options.name)
@@ -93,23 +103,28 @@ def pack(source: Path, options: PackOptions) -> Path:
         writer_ = debformat.DebWriter(out, package, options.mtime, space)
         docs = _doc_files(draft, options)
         writer_.begin_payload(docs)
-        stream = _stream_payload(source, options, writer_.write_payload)
+        if chain:
+            stream, kind = _delta_payload(source, options, chain, writer_.write_payload)
+        else:
+            stream, kind = _stream_payload(source, options, writer_.write_payload), FULL
         payload_size = writer_.end_payload()
-        meta, manifest = _finish_metadata(draft, stream, options)
+        meta, manifest = _finish_metadata(replace(draft, payload=kind), stream, options)
         writer_.add_file(debformat.MANIFEST, manifest)
         writer_.add_file(debformat.METADATA, meta.to_json().encode())
         sizes = (len(manifest), len(meta.to_json()), *map(len, docs.values()))
         installed = _installed_size(payload_size, *sizes)
         info = PackageInfo(maintainer=options.maintainer, installed_size=installed)
-        writer_.finish(render_control(meta, info), payload_size)
+        name = debformat.DELTA_PAYLOAD if meta.delta else debformat.PAYLOAD
+        writer_.finish(render_control(meta, info), payload_size, name)
         target = options.output / deb_filename(meta.package, meta.version, meta.architecture)
         tmp_path.rename(target)
     ratio = payload_size / max(stream.size, 1)
     log.info(
-        "Wrote %s: %d files, rootfs tar %.1f MiB, payload %.1f MiB (%.0f %%)",
+        "Wrote %s: %d files, rootfs tar %.1f MiB, %s payload %.1f MiB (%.1f %%)",
         target,
         stream.members,
         stream.size / 2**20,
+        meta.payload,
         payload_size / 2**20,
         100 * ratio,
     )
@@ -119,9 +134,10 @@ def pack(source: Path, options: PackOptions) -> Path:
 _PLACEHOLDER_INFO = PackageInfo(maintainer=DEFAULT_MAINTAINER, installed_size=10**12)
 
 
-def _draft_metadata(options: PackOptions, package: str) -> TemplateMetadata:
+def _draft_metadata(options: PackOptions, package: str, payload: str) -> TemplateMetadata:
     """The metadata with every field not yet known at its widest, to reserve control space."""
     return TemplateMetadata(
+        payload=payload,
         package=package,
         version=options.version or default_version(options.mtime),
         architecture=options.architecture or "x" * 32,
@@ -142,6 +158,34 @@ def _draft_metadata(options: PackOptions, package: str) -> TemplateMetadata:
         removed=options.removed,
         signature=options.signature,
     )
+
+
+def _delta_chain(options: PackOptions) -> list[Template]:
+    """The parent template to delta against and its own parents (empty: a full template)."""
+    if options.delta_from is None:
+        return []
+    return resolve_chain(
+        open_template(options.delta_from, options.delta_package), options.with_parents
+    )
+
+
+def _with_parent(options: PackOptions, parent: Template) -> PackOptions:
+    """The options with the delta parent as the recorded parent (which it must agree with)."""
+    meta = parent.metadata
+    field_ = f"{meta.package} (= {meta.version})"
+    if options.parent and options.parent != field_:
+        raise FormatError(
+            f"--parent {options.parent} is not the template the delta is made against ({field_})"
+        )
+    if options.parent_sha256 and options.parent_sha256 != meta.rootfs_sha256:
+        raise FormatError(
+            f"--parent-sha256 is not the rootfs sha256 of {parent.name} ({meta.rootfs_sha256})"
+        )
+    if options.architecture and options.architecture != meta.architecture:
+        raise FormatError(
+            f"a delta against {parent.name} ({meta.architecture}) cannot be {options.architecture}"
+        )
+    return replace(options, parent=field_, parent_sha256=meta.rootfs_sha256)
 
 
 def _installed_size(payload: int, *small: int) -> int:
@@ -219,6 +263,119 @@ def _stream_payload(
         drain.join()
         compressor.wait()
     return tar_filter
+
+
+# zstd --patch-from covers the parent with its window: 2 GiB (window log 31) at most
+DELTA_LIMIT = 2**31 - 1
+# a delta that is more than this share of the full payload does not pay off
+DELTA_WORTH = 0.5
+
+
+def _delta_payload(
+    source: Path, options: PackOptions, chain: list[Template], write: Callable[[memoryview], None]
+) -> tuple[TarFilter, str]:
+    """Write a zstd patch of the rootfs tar against the parent's, or fall back to a full
+    payload when a delta is impossible or does not pay off; return the stream and the kind."""
+    parent = chain[0]
+    work = Path(tempfile.mkdtemp(dir=options.output, prefix=".tmpl2deb-delta-"))
+    try:
+        from tmpl2deb.unpack import write_tar  # imported late: unpack imports little of pack
+
+        parent_tar = write_tar(chain, work / "parent.tar")
+        child_tar = work / "rootfs.tar"
+        stream = _filter_to_file(source, options, child_tar)
+        largest = max(parent.metadata.rootfs_size, stream.size)
+        if largest > DELTA_LIMIT:
+            log.warning(
+                "a %d MiB rootfs tar is beyond zstd's largest window (2 GiB): "
+                "packing a full template instead of a delta of %s",
+                largest >> 20,
+                parent.name,
+            )
+            _compress_file(child_tar, options, write)
+            return stream, FULL
+        delta = work / debformat.DELTA_PAYLOAD
+        log.info("Making a zstd delta against %s", parent.name)
+        run(["zstd", "--quiet", "--threads=0", f"-{options.level}", f"--patch-from={parent_tar}",
+             f"--long={_window_log(largest)}", child_tar, "-o", delta])  # fmt: skip
+        estimate = _full_estimate(chain, stream.size)
+        size = delta.stat().st_size
+        if size > DELTA_WORTH * estimate:
+            log.warning(
+                "the delta against %s is %.1f MiB, more than half of the %.1f MiB a full "
+                "payload is estimated at: packing a full template instead",
+                parent.name,
+                size / 2**20,
+                estimate / 2**20,
+            )
+            _compress_file(child_tar, options, write)
+            return stream, FULL
+        log.info(
+            "Delta against %s: %.1f MiB, %.1f %% of an estimated full payload of %.1f MiB",
+            parent.name,
+            size / 2**20,
+            100 * size / max(estimate, 1),
+            estimate / 2**20,
+        )
+        _copy_file(delta, write)
+        return stream, DELTA
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _window_log(size: int) -> int:
+    """The smallest zstd window log whose window covers size bytes (27, zstd's default
+    --long, at least)."""
+    return max(27, size.bit_length())
+
+
+def _full_estimate(chain: list[Template], size: int) -> float:
+    """What a full payload of a SIZE-byte tar would take, at the compression ratio of the
+    full template at the bottom of the chain."""
+    base = chain[-1]
+    return size * base.payload.span.size / max(base.metadata.rootfs_size, 1)
+
+
+def _filter_to_file(source: Path, options: PackOptions, path: Path) -> TarFilter:
+    """Write the filtered rootfs tar to PATH (zstd --patch-from needs its size up front)."""
+    with ExitStack() as stack:
+        read_fd, producer, decide = _open_source(source, options, stack)
+        out = stack.enter_context(path.open("wb"))
+        to_file = writer(out.fileno())
+
+        def write(data: bytes | memoryview) -> None:
+            try:
+                to_file(data)
+            except OSError as err:
+                raise FormatError(f"cannot write {path}: {err.strerror}") from err
+
+        tar_filter = TarFilter(write, decide=decide, capture=rootfs.CAPTURED)
+        try:
+            pump(read_fd, tar_filter, progress=_progress)
+        except FormatError as err:
+            with _privilege_hint():
+                pipeline_failed(err, upstream=producer, downstream=None)
+        if producer is not None:
+            with _privilege_hint():
+                producer.wait()
+    return tar_filter
+
+
+def _compress_file(path: Path, options: PackOptions, write: Callable[[memoryview], None]) -> None:
+    """zstd of a file on disk, streamed into write()."""
+    zstd = ["zstd", "--quiet", "--threads=0", f"-{options.level}", "--stdout", os.fspath(path)]
+    with spawn(zstd) as compressor:
+        drain = _Drain(compressor, write)
+        drain.join()
+        compressor.wait()
+
+
+def _copy_file(path: Path, write: Callable[[memoryview], None]) -> None:
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    with path.open("rb") as f:
+        while n := f.readinto(buf):
+            write(view[:n])
 
 
 class _Drain(threading.Thread):

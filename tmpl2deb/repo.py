@@ -157,7 +157,7 @@ def publish(
     force: bool = False,
 ) -> list[TemplateMetadata]:
     """Add template .debs to the repository at REPO (created if needed); return what was added."""
-    from tmpl2deb.unpack import open_template
+    from tmpl2deb.template import open_template
 
     if not debs:
         raise FormatError("no .deb given to publish")

@@ -191,7 +191,9 @@ def host_architecture() -> str:
     return run(["dpkg", "--print-architecture"], capture=True).stdout.strip()
 
 
-def pipeline_failed(err: Exception, *, upstream: Process | None, downstream: Process) -> NoReturn:
+def pipeline_failed(
+    err: Exception, *, upstream: Process | None, downstream: Process | None
+) -> NoReturn:
     """Our pump between two tools broke: raise the tool failure that explains err.
 
     A broken pipe means the downstream tool died; a cut-short or garbled stream usually

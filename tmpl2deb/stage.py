@@ -13,7 +13,7 @@ from pathlib import Path
 from tmpl2deb.errors import CommandError, FormatError, IntegrityError, MetadataError
 from tmpl2deb.metadata import TemplateMetadata, check_package, check_version
 from tmpl2deb.run import host_architecture, run
-from tmpl2deb.unpack import Template, open_template
+from tmpl2deb.template import Template, open_template
 
 log = logging.getLogger(__name__)
 

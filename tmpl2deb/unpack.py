@@ -1,4 +1,5 @@
-"""info and unpack: read a template (a .deb or a staging root), verify it, extract its rootfs."""
+"""unpack: extract the verified rootfs of a template (a .deb or a staging root, full or
+delta) into an empty directory."""
 
 from __future__ import annotations
 
@@ -10,131 +11,47 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-from tmpl2deb import debformat, rootfs
-from tmpl2deb.errors import (
-    FormatError,
-    IntegrityError,
-    MetadataError,
-    PrivilegeError,
-)
-from tmpl2deb.metadata import TemplateMetadata
+from tmpl2deb import rootfs
+from tmpl2deb.errors import FormatError, IntegrityError, PrivilegeError
 from tmpl2deb.run import Process, pipeline_failed, spawn
 from tmpl2deb.tarstream import SafetyCheck, TarFilter, pump, writer
+from tmpl2deb.template import Template, open_template, resolve_chain
+
+__all__ = [
+    "Template",
+    "check_dest",
+    "check_digest",
+    "open_template",
+    "rootfs_stream",
+    "unpack",
+    "write_tar",
+]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class Template:
-    """A template found in a .deb or installed in a staging root, with its checked metadata."""
-
-    source: Path
-    metadata: TemplateMetadata
-    metadata_json: bytes
-    manifest: bytes
-    payload: debformat.Region
-    control: dict[str, str]
+# zstd refuses frames with a window above 128 MiB unless told; a delta's window spans the
+# parent's tar, and 2 GiB (--long=31) is the largest zstd has.
+ZSTD_MAX_WINDOW_LOG = 31
 
 
-def open_template(source: Path, package: str = "") -> Template:
-    """Read the template at SOURCE (a .deb, or a staging root with one template installed)."""
-    try:
-        if source.is_dir():
-            return _from_staging(source, package)
-        source.stat()
-    except OSError as err:
-        raise FormatError(f"cannot read {source}: {err.strerror}") from err
-    return _from_deb(source)
-
-
-def _from_deb(path: Path) -> Template:
-    from debian.deb822 import Deb822  # imported late: it is slow to import
-
-    layout = debformat.read_layout(path)
-    control = Deb822(debformat.read_control(layout))
-    metadata_json = layout.metadata.read()
-    template = Template(
-        source=path,
-        metadata=_parse(path, metadata_json),
-        metadata_json=metadata_json,
-        manifest=layout.manifest.read(),
-        payload=layout.payload,
-        control=dict(control),
-    )
-    _check_consistent(template)
-    return template
-
-
-def _from_staging(root: Path, package: str) -> Template:
-    base = root / debformat.TEMPLATES_DIR
-    names = sorted(p.name for p in base.iterdir()) if base.is_dir() else []
-    if package:
-        names = [n for n in names if n == package]
-    if len(names) != 1:
-        found = ", ".join(names) or "none"
-        raise FormatError(
-            f"{root}: expected one template under /{debformat.TEMPLATES_DIR} "
-            f"(found: {found}); name it with --package"
-        )
-    directory = base / names[0]
-    try:
-        metadata_json = (directory / debformat.METADATA).read_bytes()
-        manifest = (directory / debformat.MANIFEST).read_bytes()
-        payload_path = directory / debformat.PAYLOAD
-        size = payload_path.stat().st_size
-    except OSError as err:
-        raise FormatError(
-            f"{directory}: incomplete template ({err.strerror}: {err.filename})"
-        ) from err
-    metadata = _parse(directory, metadata_json)
-    template = Template(
-        source=root,
-        metadata=metadata,
-        metadata_json=metadata_json,
-        manifest=manifest,
-        payload=debformat.Region(payload_path, debformat.Span(0, size)),
-        control={},
-    )
-    _check_consistent(template)
-    return template
-
-
-def _parse(where: Path, metadata_json: bytes) -> TemplateMetadata:
-    try:
-        return TemplateMetadata.from_json(metadata_json)
-    except MetadataError as err:
-        raise FormatError(f"{where}: bad metadata.json ({err})") from err
-
-
-def _check_consistent(template: Template) -> None:
-    """metadata.json, the control fields and the manifest must agree with each other."""
-    meta = template.metadata
-    if template.control and TemplateMetadata.from_control(template.control) != meta:
-        raise IntegrityError(
-            f"{template.source}: control fields and metadata.json disagree; the package was altered"
-        )
-    if hashlib.sha256(template.manifest).hexdigest() != meta.manifest_sha256:
-        raise IntegrityError(f"{template.source}: manifest does not match its recorded sha256")
-
-
-def unpack(source: Path, dest: Path, package: str = "") -> Path:
+def unpack(source: Path, dest: Path, package: str = "", with_parents: Sequence[Path] = ()) -> Path:
     """Extract the rootfs of the template at SOURCE into DEST (absent or empty), verified."""
     if os.geteuid() != 0:
         raise PrivilegeError(
             f"unpacking into {dest} needs root to restore owners, devices and capabilities; "
             "run as root (sudo)"
         )
-    template = open_template(source, package)
+    chain = resolve_chain(open_template(source, package), with_parents)
     check_dest(dest)
     staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmpl2deb-"))
-    log.info("Unpacking %s (%s) into %s", template.metadata.package, template.source, dest)
+    log.info("Unpacking %s (%s) into %s", chain[0].name, chain[0].source, dest)
     try:
-        _extract(template, staging)
+        with _workdir(dest.parent, dest.name, chain) as work:
+            _extract(chain, staging, work)
         if dest.exists():
             dest.rmdir()  # empty, checked above; rename() cannot replace it on every fs
         staging.rename(dest)
@@ -153,10 +70,22 @@ def check_dest(dest: Path) -> None:
         raise FormatError(f"parent directory {dest.parent} does not exist")
 
 
-def _extract(template: Template, target: Path) -> None:
-    meta = template.metadata
+@contextmanager
+def _workdir(parent: Path, name: str, chain: Sequence[Template]) -> Iterator[Path | None]:
+    """A private directory for the parent tars a delta chain needs (None for a full one)."""
+    if len(chain) == 1:
+        yield None
+        return
+    work = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.tmpl2deb-chain-"))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _extract(chain: Sequence[Template], target: Path, work: Path | None) -> None:
     with ExitStack() as stack:
-        decompressor = stack.enter_context(_decompress(template))
+        decompressor = stack.enter_context(rootfs_stream(chain, work))
         tar = stack.enter_context(spawn(rootfs.tar_extract_argv(target), stdin=subprocess.PIPE))
         to_tar = writer(tar.stdin.fileno())
 
@@ -177,10 +106,15 @@ def _extract(template: Template, target: Path) -> None:
         decompressor.wait()
         tar.stdin.close()
         tar.wait()
-    if tar_filter.size != meta.rootfs_size or tar_filter.sha256.hexdigest() != meta.rootfs_sha256:
+    check_digest(chain[0], tar_filter.size, tar_filter.sha256.hexdigest())
+
+
+def check_digest(template: Template, size: int, digest: str) -> None:
+    meta = template.metadata
+    if size != meta.rootfs_size or digest != meta.rootfs_sha256:
         raise IntegrityError(
-            f"{template.source}: rootfs payload does not match its recorded sha256 "
-            f"({tar_filter.sha256.hexdigest()[:16]}… != {meta.rootfs_sha256[:16]}…); "
+            f"{template.source}: rootfs payload of {template.name} does not match its recorded "
+            f"sha256 ({digest[:16]}… != {meta.rootfs_sha256[:16]}…); "
             "the template is corrupt, fetch it again"
         )
 
@@ -190,9 +124,59 @@ def _progress(done: int) -> None:
 
 
 @contextmanager
-def _decompress(template: Template) -> Iterator[Process]:
-    """zstd -dc of the payload span (of the .deb, or the whole file in a staging root)."""
+def rootfs_stream(chain: Sequence[Template], work: Path | None) -> Iterator[Process]:
+    """A zstd process whose stdout is the rootfs tar of chain[0]: the parents of a delta
+    are rebuilt, verified, as tar files in WORK first (the caller verifies chain[0])."""
+    parent_tar = None
+    if len(chain) > 1:
+        assert work is not None
+        parent_tar = write_tar(chain[1:], work / "parent.tar")
+    try:
+        with _decompress(chain[0], parent_tar) as process:
+            yield process
+    finally:
+        if parent_tar is not None:
+            parent_tar.unlink(missing_ok=True)
+
+
+def write_tar(chain: Sequence[Template], path: Path) -> Path:
+    """Write the rootfs tar of chain[0] to PATH (through its parents), verified."""
+    parent_tar = None
+    if len(chain) > 1:
+        parent_tar = write_tar(chain[1:], path.with_name(f"{path.name}.parent"))
+    template = chain[0]
+    log.info("Rebuilding the rootfs tar of %s for its child", template.name)
+    try:
+        digest, size = hashlib.sha256(), 0
+        with _decompress(template, parent_tar) as process, path.open("wb") as out:
+            buf = bytearray(1 << 20)
+            view = memoryview(buf)
+            fd, write = process.stdout.fileno(), writer(out.fileno())
+            try:
+                while n := os.readv(fd, [buf]):
+                    digest.update(view[:n])
+                    write(view[:n])
+                    size += n
+            except OSError as err:
+                raise FormatError(f"cannot write {path}: {err.strerror}") from err
+            process.wait()
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    finally:
+        if parent_tar is not None:
+            parent_tar.unlink(missing_ok=True)
+    check_digest(template, size, digest.hexdigest())
+    return path
+
+
+@contextmanager
+def _decompress(template: Template, parent_tar: Path | None = None) -> Iterator[Process]:
+    """zstd -dc of the payload span (of the .deb, or the whole file in a staging root),
+    patched against PARENT_TAR for a delta template."""
     argv = ["zstd", "--decompress", "--stdout", "--quiet"]
+    if parent_tar is not None:
+        argv += [f"--long={ZSTD_MAX_WINDOW_LOG}", f"--patch-from={parent_tar}"]
     with spawn(argv, stdin=subprocess.PIPE) as process:
         feeder = threading.Thread(target=_feed, args=(template, process), daemon=True)
         feeder.start()
