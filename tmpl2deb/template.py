@@ -156,6 +156,7 @@ def resolve_chain(template: Template, with_parents: Sequence[Path] = ()) -> list
                 "the template chain has a cycle: "
                 + " -> ".join([t.name for t in chain] + [parent.name])
             )
+        _check_parent_digest(child, parent)
         seen.add(parent.name)
         chain.append(parent)
     return chain
@@ -204,10 +205,13 @@ def _find_parent(child: Template, offered: _Offered) -> Template:
             f"{child.name} ({meta.architecture}) cannot be a delta of {parent.name} "
             f"({found.architecture})"
         )
-    if found.rootfs_sha256 != meta.parent_sha256:
-        raise IntegrityError(
-            f"{child.name} is a delta of {package} {version} with rootfs sha256 "
-            f"{meta.parent_sha256[:16]}…, but {parent.name} ({parent.source}) has "
-            f"{found.rootfs_sha256[:16]}…; it is not the parent the delta was made against"
-        )
     return parent
+
+
+def _check_parent_digest(child: Template, parent: Template) -> None:
+    want, have = child.metadata.parent_sha256, parent.metadata.rootfs_sha256
+    if want != have:
+        raise IntegrityError(
+            f"{child.name} is a delta of {parent.name} with rootfs sha256 {want[:16]}…, but "
+            f"{parent.source} has {have[:16]}…; it is not the parent the delta was made against"
+        )
