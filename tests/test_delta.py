@@ -80,7 +80,18 @@ def trees(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def pack(cli: Cli, tree: Path, name: str, out: Path, *extra: str | Path) -> Path:
     out.mkdir(exist_ok=True)
-    argv = ["pack", tree, "--name", name, "--version", "1.0", "--arch", "amd64", "-o", out]
+    argv: list[str | Path] = [
+        "pack",
+        tree,
+        "--name",
+        name,
+        "--version",
+        "1.0",
+        "--arch",
+        "amd64",
+        "-o",
+        out,
+    ]
     assert cli(*argv, *extra) == 0, cli.err
     return Path(cli.out.strip())
 
@@ -96,7 +107,7 @@ def chain(cli: Cli, trees: dict[str, Path], tmp_path: Path) -> dict[str, Path]:
 
 
 def field(deb: Path, name: str) -> str:
-    return sh("dpkg-deb", "--field", deb, name).stdout.strip()
+    return str(sh("dpkg-deb", "--field", deb, name).stdout).strip()
 
 
 def test_chain_unpacks_identical_to_full(
@@ -252,7 +263,7 @@ def test_pack_delta_bad_input(cli: Cli, trees: dict[str, Path], tmp_path: Path) 
     base = pack(cli, trees["base"], "base", tmp_path / "base")
     out = tmp_path / "out"
     out.mkdir()
-    argv = ["pack", trees["middleware"], "--name", "mw", "-o", out]
+    argv: list[str | Path] = ["pack", trees["middleware"], "--name", "mw", "-o", out]
     assert cli(*argv, "--delta-from", tmp_path / "missing.deb") == 1
     assert "cannot read" in cli.err
     assert cli(*argv, "--delta-from", base, "--parent", "tmpl-other=1.0") == 1
