@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EPOCH, Cli, http_server, needs_root, needs_tool, sh
+from tmpl2deb import treeinfo
 from tmpl2deb.cli import main
 from tmpl2deb.unpack import open_template
 
@@ -100,7 +101,8 @@ def test_chain_base_middleware_application(
     assert (
         cli("derive", staging, middleware, "--source", DEBIAN, "--install", "hello",
             "--arch", "amd64", "--distro", "debian", "--suite", "bookworm",
-            "--template-name", "middleware", "--version", "1.0", "--feature", "hello", "-o", out)
+            "--template-name", "middleware", "--version", "1.0", "--feature", "hello", "-o", out,
+            "--delta")
         == 0
     ), cli.err  # fmt: skip
     mw_deb = Path(cli.out.strip())
@@ -110,18 +112,22 @@ def test_chain_base_middleware_application(
     assert mw.parent == "tmpl-base (= 1.0)"
     assert mw.parent_sha256 == base.rootfs_sha256
     assert (mw.added, mw.removed, mw.features) == (("hello",), (), ("hello",))
-    assert cli("info", mw_deb) == 0
+    assert mw.payload == "delta"
+    assert cli("info", mw_deb, "--with-parent", base_deb) == 0
     assert "Parent          tmpl-base (= 1.0)" in cli.out
+    assert "                tmpl-base 1.0 full" in cli.out
 
     # the signed-by key of the build is copied in for the build, and taken out again
     keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
     application = tmp_path / "application"
     assert (
         cli("derive", mw_deb, application, "--source", f"deb [signed-by={keyring}] {MIRROR} "
-            "bookworm main", "--install", "less", "--purge", "tzdata")
+            "bookworm main", "--install", "less", "--purge", "tzdata", "--with-parent", base_deb,
+            "--template-name", "application", "--version", "1.0", "--delta", "-o", out)
         == 0
     ), cli.err  # fmt: skip
-    assert cli.out == f"{application}\n"
+    app_deb = Path(cli.out.strip())
+    assert open_template(app_deb).metadata.parent == "tmpl-middleware (= 1.0)"
     assert installed(application) == (installed(minbase) | {"hello", "less"}) - {"tzdata"}
     assert sh("dpkg", f"--root={application}", "--audit").stdout == ""
     assert (application / "usr/bin/hello").is_file()
@@ -134,6 +140,27 @@ def test_chain_base_middleware_application(
             p for p in (root / "var/lib/apt/lists").iterdir() if p.is_file() and p.name != "lock"
         ]
         assert not list((root / "var/cache/apt/archives").glob("*.deb"))
+
+    # each a delta of the one before: the chain gives what a full template of it gives
+    full = tmp_path / "full"
+    full.mkdir()
+    assert cli("pack", application, "--name", "application", "--version", "1.0", "-o", full) == 0
+    full_deb = Path(cli.out.strip())
+    sizes = {deb: open_template(deb).payload.span.size for deb in (mw_deb, app_deb, full_deb)}
+    assert sizes[app_deb] < 0.05 * sizes[full_deb], sizes
+    assert cli("unpack", app_deb, tmp_path / "via-full-deb", "--with-parent", base_deb) == 0
+    # through the repository: apt installs the chain by itself, through the Depends
+    assert cli("publish", "--repo", repo, "--sign-with", key, mw_deb, app_deb) == 0, cli.err
+    staging2 = tmp_path / "staging2"
+    with http_server(repo) as url:
+        source = f"deb [signed-by={repo / 'archive-keyring.gpg'}] {url} bookworm main"
+        assert cli("stage", "--source", source, "tmpl-application", staging2) == 0, cli.err
+    assert installed(staging2) == {"tmpl-base", "tmpl-middleware", "tmpl-application"}
+    for deb, dest in ((full_deb, "via-full"), (staging2, "via-chain")):
+        assert cli("unpack", deb, tmp_path / dest) == 0, cli.err
+    want = treeinfo.describe(tmp_path / "via-full")
+    for dest in ("via-chain", "via-full-deb"):
+        assert treeinfo.differences(treeinfo.describe(tmp_path / dest), want) == []
 
 
 @pytest.mark.integration
