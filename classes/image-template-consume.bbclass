@@ -40,6 +40,7 @@ python __anonymous() {
     if "," in spec or "|" in spec or len(spec.split("(")[0].split()) != 1:
         bb.fatal("%s: IMAGE_TEMPLATE = \"%s\" names more than one template; an image is built "
                  "from exactly one (e.g. \"tmpl-base (>= 1.2)\")" % (pn, spec))
+    d.setVar("IMAGE_TEMPLATE_PACKAGE", spec.split("(")[0].split("=")[0].strip())
     policy = d.getVar("IMAGE_TEMPLATE_ON_STALE")
     if policy not in ("fail", "warn", "full"):
         bb.fatal("%s: IMAGE_TEMPLATE_ON_STALE = \"%s\": use fail, warn or full" % (pn, policy))
@@ -54,7 +55,7 @@ do_rootfs_install[vardeps] += "rootfs_prepare image_template_stage image_templat
 do_rootfs_install[network] = "${TASK_USE_SUDO}"
 
 python rootfs_prepare() {
-    import glob, json, os
+    import json, os
     # the signature a template made by IMAGE_TEMPLATE_RECIPE in this build must record
     expected = image_template_rootfs_hash(d, d.getVar("IMAGE_TEMPLATE_RECIPE"))
     if d.getVar("IMAGE_TEMPLATE_RECIPE") and not expected:
@@ -65,7 +66,9 @@ python rootfs_prepare() {
         d.appendVar("IMAGE_TEMPLATE_CHECKS", " --allow-mismatch")
     bb.build.exec_func("image_template_stage", d)
     staging = d.getVar("IMAGE_TEMPLATE_STAGING")
-    [path] = glob.glob(os.path.join(staging, "usr/share/tmpl2deb/templates/*/metadata.json"))
+    # a delta template comes with its parents: the one named in IMAGE_TEMPLATE is the image's
+    path = os.path.join(staging, "usr/share/tmpl2deb/templates",
+                        d.getVar("IMAGE_TEMPLATE_PACKAGE"), "metadata.json")
     with open(path) as f:
         meta = json.load(f)
     if expected and meta["signature"] != expected and policy == "full":
@@ -80,19 +83,24 @@ python rootfs_prepare() {
     with open(d.expand("${WORKDIR}/image-template-parent"), "w") as f:
         f.write("--parent=%s=%s --parent-sha256=%s\n"
                 % (meta["package"], meta["version"], meta["rootfs_sha256"]))
+    # for image-template-produce with IMAGE_TEMPLATE_DELTA: the parent to make a delta of
+    with open(d.expand("${WORKDIR}/image-template-delta"), "w") as f:
+        f.write("--delta-from=%s --delta-package=%s\n" % (staging, meta["package"]))
     bb.build.exec_func("image_template_unpack", d)
 }
 rootfs_prepare[vardepsexclude] += "BB_TASKDEPDATA"
 
 image_template_stage() {
-    sudo rm -rf "${IMAGE_TEMPLATE_STAGING}" "${WORKDIR}/image-template-parent"
+    sudo rm -rf "${IMAGE_TEMPLATE_STAGING}" "${WORKDIR}/image-template-parent" \
+        "${WORKDIR}/image-template-delta"
     sudo ${TMPL2DEB} stage --source "${IMAGE_TEMPLATE_SOURCE}" --arch "${DISTRO_ARCH}" \
         --distro "${BASE_DISTRO}" --suite "${BASE_DISTRO_CODENAME}" ${IMAGE_TEMPLATE_CHECKS} \
         "${IMAGE_TEMPLATE}" "${IMAGE_TEMPLATE_STAGING}"
 }
 
 image_template_unpack() {
-    sudo ${TMPL2DEB} unpack "${IMAGE_TEMPLATE_STAGING}" "${ROOTFSDIR}"
+    sudo ${TMPL2DEB} unpack --package "${IMAGE_TEMPLATE_PACKAGE}" "${IMAGE_TEMPLATE_STAGING}" \
+        "${ROOTFSDIR}"
     # the build's own apt sources, preferences and package lists, as the bootstrap set them
     sudo tar -xf "${BOOTSTRAP_SRC}" -C "${ROOTFSDIR}" --wildcards \
         './etc/apt/sources.list.d/*' './etc/apt/preferences.d/*' './var/lib/apt/lists/*' \

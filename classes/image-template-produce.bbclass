@@ -12,6 +12,10 @@
 #   IMAGE_TEMPLATE_VERSION = "1.2"          (default: ${PV})
 #   IMAGE_TEMPLATE_FEATURES = "ssh python"  (recorded as Template-Features)
 #   IMAGE_TEMPLATE_EXCLUDES = "/srv/scratch/*"  (more tmpl2deb exclude patterns)
+#   IMAGE_TEMPLATE_DELTA = "1"              (default: 0) when the image itself was built from
+#       a template (image-template-consume): ship the template as a zstd delta of that parent
+#       template, which it then depends on; apt fetches the chain by itself. Falls back to a
+#       full template, with a warning, when a delta does not pay off.
 #
 # The build signature recorded is the task hash of this recipe's do_rootfs_install: it
 # changes with IMAGE_INSTALL/IMAGE_PREINSTALL, the packages built for the image, DISTRO and
@@ -23,6 +27,7 @@ IMAGE_TEMPLATE_NAME ?= "${PN}"
 IMAGE_TEMPLATE_VERSION ?= "${PV}"
 IMAGE_TEMPLATE_FEATURES ?= ""
 IMAGE_TEMPLATE_EXCLUDES ?= ""
+IMAGE_TEMPLATE_DELTA ?= "0"
 # Isar's build-time apt files, and the ssh host keys: secrets of one device, not of every
 # image made from the template (sshd-regen-keys makes them on first boot).
 IMAGE_TEMPLATE_ISAR_EXCLUDES = "/etc/apt/preferences.d/* /etc/apt/apt.conf.d/50isar \
@@ -55,6 +60,9 @@ image_template_pack() {
     parent=""
     if [ -s "${WORKDIR}/image-template-parent" ]; then
         parent="$(cat "${WORKDIR}/image-template-parent")"
+        if [ "${IMAGE_TEMPLATE_DELTA}" = "1" ]; then
+            parent="$parent $(cat "${WORKDIR}/image-template-delta")"
+        fi
     fi
     deb=$(sudo SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH}" ${TMPL2DEB} pack "${IMAGE_ROOTFS}" \
         --name "${IMAGE_TEMPLATE_NAME}" --version "${IMAGE_TEMPLATE_VERSION}" \

@@ -16,3 +16,6 @@ IMAGE_TEMPLATE_NAME = "middleware"
 IMAGE_TEMPLATE_FEATURES = "mqtt web"
 
 IMAGE_PREINSTALL += "mosquitto nginx-light python3-paho-mqtt"
+
+# shipped as a delta of tmpl-base: a few MB instead of the whole rootfs again
+IMAGE_TEMPLATE_DELTA = "1"
