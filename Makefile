@@ -8,7 +8,7 @@ DEBS   := python3-debian python3-apt python3-arpy python3-pytest python3-venv py
           reprepro gnupg gpgv ca-certificates man-db groff-base \
           debhelper dh-python pybuild-plugin-pyproject python3-all
 
-.PHONY: deps demo test lint check-quick bench deb autopkgtest clean
+.PHONY: deps demo test lint check-quick bench bench-delta deb autopkgtest clean
 
 $(VENV)/.deps:
 	apt-get update -q
@@ -35,6 +35,9 @@ check-quick: deps
 
 bench: deps
 	$(PY) bench/bench.py
+
+bench-delta: deps
+	$(PY) bench/delta.py
 
 # The Debian package of tmpl2deb, built with its tests from a copy of the tracked files
 # (Debian's own python3 first in PATH), then checked with lintian; result in build/.
