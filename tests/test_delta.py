@@ -161,8 +161,12 @@ def test_delta_through_repository_and_apt(
 ) -> None:
     """apt follows the Depends and installs the whole chain into the staging root."""
     needs_tool("reprepro", "apt-get")
+    lone = tmp_path / "lone"
+    assert cli("publish", "--repo", lone, chain["application"]) == 0, cli.err
+    assert "a delta of tmpl-middleware (= 1.0), which the repository does not hold" in cli.err
     repo = tmp_path / "repo"
     assert cli("publish", "--repo", repo, *chain.values()) == 0, cli.err
+    assert "does not hold" not in cli.err
     staging = tmp_path / "staging"
     with http_server(repo) as url:
         source = f"deb [trusted=yes] {url} bookworm main"

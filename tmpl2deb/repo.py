@@ -196,7 +196,26 @@ def publish(
         elif old_conf is not None:
             conf.write_text(old_conf)
         raise
+    _warn_broken_chains(repo, codename)
     return templates
+
+
+def _warn_broken_chains(repo: Path, codename: str) -> None:
+    """A delta template whose parent version the repository does not hold cannot be installed
+    (reprepro keeps one version of a package per distribution)."""
+    entries = list_templates(repo, codename)
+    held = {(e.package, e.version, e.architecture) for e in entries}
+    for entry in entries:
+        meta = entry.metadata
+        if meta.delta and (*meta.parent_spec(), meta.architecture) not in held:
+            log.warning(
+                "%s %s in %s is a delta of %s, which the repository does not hold: apt cannot "
+                "install it until that version is published",
+                meta.package,
+                meta.version,
+                codename,
+                meta.parent,
+            )
 
 
 def export_key(repo: Path, key: str) -> Path:
