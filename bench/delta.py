@@ -5,7 +5,7 @@ Usage: bench/delta.py [PARENT CHILD] [--runs N] [--work DIR]
 PARENT and CHILD are rootfs directories, CHILD a derivative of PARENT (say, PARENT plus one
 package). Without them, a Debian minbase rootfs is built with mmdebstrap and the child is
 derived from it with `tmpl2deb derive --install hello` (network needed). Rows as in
-bench/bench.py: median wall time, CPU time and peak RSS of the whole process tree, output size.
+bench/bench.py: median wall time, CPU time, peak memory of the process tree, output size.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     payload = {deb: _payload(deb) for deb in (full_deb, delta_deb)}
     print(f"parent tar {parent_tar.stat().st_size / 2**20:.1f} MiB, child tar "
           f"{child_tar.stat().st_size / 2**20:.1f} MiB, median of {args.runs} runs")  # fmt: skip
-    print(f"{'step':<26}{'wall s':>8}{'cpu s':>8}{'peak RSS MiB':>14}{'output MiB':>12}")
+    print(f"{'step':<26}{'wall s':>8}{'cpu s':>8}{'peak mem MiB':>14}{'output MiB':>12}")
     for name, (wall, cpu, rss, size) in rows:
         print(f"{name:<26}{wall:>8.2f}{cpu:>8.2f}{rss / 1024:>14.1f}{size / 2**20:>12.2f}")
     print(f"payload: full {payload[full_deb] / 2**20:.2f} MiB, delta "

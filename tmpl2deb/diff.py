@@ -6,12 +6,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
 import tarfile
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 from tmpl2deb.errors import FormatError
 from tmpl2deb.template import Template
@@ -105,16 +102,11 @@ def diff(old: Sequence[Template], new: Sequence[Template], *, files: bool = True
 
 def listing(chain: Sequence[Template]) -> dict[str, Entry]:
     """Every path in the rootfs tar of chain[0], read as a stream and verified."""
-    work = Path(tempfile.mkdtemp(prefix="tmpl2deb-diff-")) if len(chain) > 1 else None
-    try:
-        with rootfs_stream(chain, work) as process:
-            reader = _HashingReader(process.stdout.fileno())
-            entries = _entries(reader, chain[0])
-            reader.drain()
-            process.wait()
-    finally:
-        if work is not None:
-            shutil.rmtree(work, ignore_errors=True)
+    with rootfs_stream(chain) as process:
+        reader = _HashingReader(process.stdout.fileno())
+        entries = _entries(reader, chain[0])
+        reader.drain()
+        process.wait()
     check_digest(chain[0], reader.size, reader.sha256.hexdigest())
     return entries
 

@@ -276,12 +276,11 @@ def _delta_payload(
 ) -> tuple[TarFilter, str]:
     """Write a zstd patch of the rootfs tar against the parent's, or fall back to a full
     payload when a delta is impossible or does not pay off; return the stream and the kind."""
+    from tmpl2deb.unpack import parent_tar  # imported late: only a delta needs it
+
     parent = chain[0]
     work = Path(tempfile.mkdtemp(dir=options.output, prefix=".tmpl2deb-delta-"))
     try:
-        from tmpl2deb.unpack import write_tar  # imported late: unpack imports little of pack
-
-        parent_tar = write_tar(chain, work / "parent.tar")
         child_tar = work / "rootfs.tar"
         stream = _filter_to_file(source, options, child_tar)
         largest = max(parent.metadata.rootfs_size, stream.size)
@@ -295,9 +294,11 @@ def _delta_payload(
             _compress_file(child_tar, options, write)
             return stream, FULL
         delta = work / debformat.DELTA_PAYLOAD
-        log.info("Making a zstd delta against %s", parent.name)
-        run(["zstd", "--quiet", "--threads=0", f"-{options.level}", f"--patch-from={parent_tar}",
-             f"--long={_window_log(largest)}", child_tar, "-o", delta])  # fmt: skip
+        with parent_tar(chain) as fd:
+            log.info("Making a zstd delta against %s", parent.name)
+            zstd = ["zstd", "--quiet", "--threads=0", f"-{options.level}",
+                    f"--patch-from=/dev/fd/{fd}", f"--long={_window_log(largest)}"]  # fmt: skip
+            run([*zstd, child_tar, "-o", delta], pass_fds=(fd,))
         estimate = _full_estimate(chain, stream.size)
         size = delta.stat().st_size
         if size > DELTA_WORTH * estimate:

@@ -26,9 +26,9 @@ __all__ = [
     "check_dest",
     "check_digest",
     "open_template",
+    "parent_tar",
     "rootfs_stream",
     "unpack",
-    "write_tar",
 ]
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,7 @@ def unpack(source: Path, dest: Path, package: str = "", with_parents: Sequence[P
     staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmpl2deb-"))
     log.info("Unpacking %s (%s) into %s", chain[0].name, chain[0].source, dest)
     try:
-        with _workdir(dest.parent, dest.name, chain) as work:
-            _extract(chain, staging, work)
+        _extract(chain, staging)
         if dest.exists():
             dest.rmdir()  # empty, checked above; rename() cannot replace it on every fs
         staging.rename(dest)
@@ -70,22 +69,9 @@ def check_dest(dest: Path) -> None:
         raise FormatError(f"parent directory {dest.parent} does not exist")
 
 
-@contextmanager
-def _workdir(parent: Path, name: str, chain: Sequence[Template]) -> Iterator[Path | None]:
-    """A private directory for the parent tars a delta chain needs (None for a full one)."""
-    if len(chain) == 1:
-        yield None
-        return
-    work = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.tmpl2deb-chain-"))
-    try:
-        yield work
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _extract(chain: Sequence[Template], target: Path, work: Path | None) -> None:
+def _extract(chain: Sequence[Template], target: Path) -> None:
     with ExitStack() as stack:
-        decompressor = stack.enter_context(rootfs_stream(chain, work))
+        decompressor = stack.enter_context(rootfs_stream(chain))
         tar = stack.enter_context(spawn(rootfs.tar_extract_argv(target), stdin=subprocess.PIPE))
         to_tar = writer(tar.stdin.fileno())
 
@@ -124,60 +110,62 @@ def _progress(done: int) -> None:
 
 
 @contextmanager
-def rootfs_stream(chain: Sequence[Template], work: Path | None) -> Iterator[Process]:
-    """A zstd process whose stdout is the rootfs tar of chain[0]: the parents of a delta
-    are rebuilt, verified, as tar files in WORK first (the caller verifies chain[0])."""
-    parent_tar = None
-    if len(chain) > 1:
-        assert work is not None
-        parent_tar = write_tar(chain[1:], work / "parent.tar")
-    try:
-        with _decompress(chain[0], parent_tar) as process:
-            yield process
-    finally:
-        if parent_tar is not None:
-            parent_tar.unlink(missing_ok=True)
-
-
-def write_tar(chain: Sequence[Template], path: Path) -> Path:
-    """Write the rootfs tar of chain[0] to PATH (through its parents), verified."""
-    parent_tar = None
-    if len(chain) > 1:
-        parent_tar = write_tar(chain[1:], path.with_name(f"{path.name}.parent"))
-    template = chain[0]
-    log.info("Rebuilding the rootfs tar of %s for its child", template.name)
-    try:
-        digest, size = hashlib.sha256(), 0
-        with _decompress(template, parent_tar) as process, path.open("wb") as out:
-            buf = bytearray(1 << 20)
-            view = memoryview(buf)
-            fd, write = process.stdout.fileno(), writer(out.fileno())
-            try:
-                while n := os.readv(fd, [buf]):
-                    digest.update(view[:n])
-                    write(view[:n])
-                    size += n
-            except OSError as err:
-                raise FormatError(f"cannot write {path}: {err.strerror}") from err
-            process.wait()
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    finally:
-        if parent_tar is not None:
-            parent_tar.unlink(missing_ok=True)
-    check_digest(template, size, digest.hexdigest())
-    return path
+def rootfs_stream(chain: Sequence[Template]) -> Iterator[Process]:
+    """A zstd process whose stdout is the rootfs tar of chain[0]; the parents of a delta
+    are rebuilt and verified first (the caller verifies chain[0])."""
+    with contextlib.ExitStack() as stack:
+        parent = None
+        if len(chain) > 1:
+            parent = stack.enter_context(parent_tar(chain[1:]))
+        yield stack.enter_context(_decompress(chain[0], parent))
 
 
 @contextmanager
-def _decompress(template: Template, parent_tar: Path | None = None) -> Iterator[Process]:
+def parent_tar(chain: Sequence[Template]) -> Iterator[int]:
+    """A memory file (memfd) holding the verified rootfs tar of chain[0], for zstd
+    --patch-from=/dev/fd/N: zstd holds the whole parent in memory anyway, and a file on
+    disk would only add write-back I/O while the child is being extracted."""
+    fd = os.memfd_create(f"tmpl2deb-{chain[0].metadata.package}.tar", os.MFD_CLOEXEC)
+    try:
+        _fill(chain, fd)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _fill(chain: Sequence[Template], fd: int) -> None:
+    template = chain[0]
+    log.info("Rebuilding the rootfs tar of %s", template.name)
+    digest, size = hashlib.sha256(), 0
+    with contextlib.ExitStack() as stack:
+        parent = stack.enter_context(parent_tar(chain[1:])) if len(chain) > 1 else None
+        process = stack.enter_context(_decompress(template, parent))
+        buf = bytearray(1 << 20)
+        view = memoryview(buf)
+        source, write = process.stdout.fileno(), writer(fd)
+        try:
+            while n := os.readv(source, [buf]):
+                digest.update(view[:n])
+                write(view[:n])
+                size += n
+        except OSError as err:
+            raise FormatError(
+                f"cannot hold the rootfs tar of {template.name} in memory: {err.strerror}"
+            ) from err
+        process.wait()
+    check_digest(template, size, digest.hexdigest())
+
+
+@contextmanager
+def _decompress(template: Template, parent: int | None = None) -> Iterator[Process]:
     """zstd -dc of the payload span (of the .deb, or the whole file in a staging root),
-    patched against PARENT_TAR for a delta template."""
+    patched against the parent tar in memory file PARENT for a delta template."""
     argv = ["zstd", "--decompress", "--stdout", "--quiet"]
-    if parent_tar is not None:
-        argv += [f"--long={ZSTD_MAX_WINDOW_LOG}", f"--patch-from={parent_tar}"]
-    with spawn(argv, stdin=subprocess.PIPE) as process:
+    fds: tuple[int, ...] = ()
+    if parent is not None:
+        argv += [f"--long={ZSTD_MAX_WINDOW_LOG}", f"--patch-from=/dev/fd/{parent}"]
+        fds = (parent,)
+    with spawn(argv, stdin=subprocess.PIPE, pass_fds=fds) as process:
         feeder = threading.Thread(target=_feed, args=(template, process), daemon=True)
         feeder.start()
         try:
