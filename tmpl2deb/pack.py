@@ -276,7 +276,7 @@ def _delta_payload(
 ) -> tuple[TarFilter, str]:
     """Write a zstd patch of the rootfs tar against the parent's, or fall back to a full
     payload when a delta is impossible or does not pay off; return the stream and the kind."""
-    from tmpl2deb.unpack import parent_tar  # imported late: only a delta needs it
+    from tmpl2deb.unpack import ZSTD_PATCH_ENV, ParentCheck, parent_tar  # only for a delta
 
     parent = chain[0]
     work = Path(tempfile.mkdtemp(dir=options.output, prefix=".tmpl2deb-delta-"))
@@ -294,11 +294,11 @@ def _delta_payload(
             _compress_file(child_tar, options, write)
             return stream, FULL
         delta = work / debformat.DELTA_PAYLOAD
-        with parent_tar(chain) as fd:
+        with ParentCheck() as check, parent_tar(chain, check) as fd:
             log.info("Making a zstd delta against %s", parent.name)
             zstd = ["zstd", "--quiet", "--threads=0", f"-{options.level}",
                     f"--patch-from=/dev/fd/{fd}", f"--long={_window_log(largest)}"]  # fmt: skip
-            run([*zstd, child_tar, "-o", delta], pass_fds=(fd,))
+            run([*zstd, child_tar, "-o", delta], env=ZSTD_PATCH_ENV, pass_fds=(fd,))
         estimate = _full_estimate(chain, stream.size)
         size = delta.stat().st_size
         if size > DELTA_WORTH * estimate:

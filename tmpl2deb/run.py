@@ -150,6 +150,7 @@ def spawn(
     stdin: int | IO[Any] | None = None,
     stdout: int | IO[Any] | None = None,
     cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
     pass_fds: Sequence[int] = (),
 ) -> Iterator[Process]:
     """Start argv for a streaming pipeline; it is killed if the block exits with an error.
@@ -167,7 +168,7 @@ def spawn(
             popen = subprocess.Popen(
                 args,
                 cwd=cwd,
-                env=base_env(),
+                env=base_env(env),
                 stdin=subprocess.DEVNULL if stdin is None else stdin,
                 stdout=subprocess.PIPE if stdout is None else stdout,
                 stderr=err,

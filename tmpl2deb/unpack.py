@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import mmap
 import os
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ from tmpl2deb.tarstream import SafetyCheck, TarFilter, pump, writer
 from tmpl2deb.template import Template, open_template, resolve_chain
 
 __all__ = [
+    "ParentCheck",
     "Template",
     "check_dest",
     "check_digest",
@@ -36,6 +38,10 @@ log = logging.getLogger(__name__)
 # zstd refuses frames with a window above 128 MiB unless told; a delta's window spans the
 # parent's tar, and 2 GiB (--long=31) is the largest zstd has.
 ZSTD_MAX_WINDOW_LOG = 31
+# zstd mallocs a copy of the parent and a window as large: with transparent huge pages for
+# malloc (glibc >= 2.35; ignored where THP is off) it faults them in 512 times less often,
+# which more than halves a patch's decoding time.
+ZSTD_PATCH_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
 
 
 def unpack(source: Path, dest: Path, package: str = "", with_parents: Sequence[Path] = ()) -> Path:
@@ -111,61 +117,79 @@ def _progress(done: int) -> None:
 
 @contextmanager
 def rootfs_stream(chain: Sequence[Template]) -> Iterator[Process]:
-    """A zstd process whose stdout is the rootfs tar of chain[0]; the parents of a delta
-    are rebuilt and verified first (the caller verifies chain[0])."""
-    with contextlib.ExitStack() as stack:
-        parent = None
-        if len(chain) > 1:
-            parent = stack.enter_context(parent_tar(chain[1:]))
+    """A zstd process whose stdout is the rootfs tar of chain[0] (the caller verifies it).
+
+    For a delta, the parents are rebuilt first, and their digests are checked while the
+    child is decoded; a parent that does not match fails the block, whatever else failed.
+    """
+    with ParentCheck() as check, ExitStack() as stack:
+        parent = stack.enter_context(parent_tar(chain[1:], check)) if len(chain) > 1 else None
         yield stack.enter_context(_decompress(chain[0], parent))
 
 
+class ParentCheck:
+    """sha256 of rebuilt parent tars, computed in background threads from a read-only map
+    of their memory files; on leaving the block each must match, bottom of the chain first."""
+
+    def __init__(self) -> None:
+        self._threads: list[tuple[Template, threading.Thread, list[tuple[int, str]]]] = []
+
+    def __enter__(self) -> ParentCheck:
+        return self
+
+    def start(self, template: Template, fd: int) -> None:
+        size = os.fstat(fd).st_size
+        view = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else b""
+        result: list[tuple[int, str]] = []
+
+        def digest() -> None:
+            result.append((size, hashlib.sha256(view).hexdigest()))
+
+        thread = threading.Thread(target=digest, daemon=True)
+        thread.start()
+        self._threads.append((template, thread, result))
+
+    def __exit__(self, kind: object, error: BaseException | None, tb: object) -> None:
+        for template, thread, result in self._threads:
+            thread.join()
+            try:
+                check_digest(template, *result[0])
+            except IntegrityError as mismatch:
+                raise mismatch from error  # the cause of whatever else went wrong
+
+
 @contextmanager
-def parent_tar(chain: Sequence[Template]) -> Iterator[int]:
-    """A memory file (memfd) holding the verified rootfs tar of chain[0], for zstd
+def parent_tar(chain: Sequence[Template], check: ParentCheck) -> Iterator[int]:
+    """A memory file (memfd) with the rootfs tar of chain[0], for zstd
     --patch-from=/dev/fd/N: zstd holds the whole parent in memory anyway, and a file on
     disk would only add write-back I/O while the child is being extracted."""
-    fd = os.memfd_create(f"tmpl2deb-{chain[0].metadata.package}.tar", os.MFD_CLOEXEC)
+    template = chain[0]
+    log.info("Rebuilding the rootfs tar of %s", template.name)
+    fd = os.memfd_create(f"tmpl2deb-{template.metadata.package}.tar", os.MFD_CLOEXEC)
     try:
-        _fill(chain, fd)
+        with ExitStack() as stack:
+            parent = stack.enter_context(parent_tar(chain[1:], check)) if len(chain) > 1 else None
+            stack.enter_context(_decompress(template, parent, stdout=fd)).wait()
+        check.start(template, fd)
         yield fd
     finally:
         os.close(fd)
 
 
-def _fill(chain: Sequence[Template], fd: int) -> None:
-    template = chain[0]
-    log.info("Rebuilding the rootfs tar of %s", template.name)
-    digest, size = hashlib.sha256(), 0
-    with contextlib.ExitStack() as stack:
-        parent = stack.enter_context(parent_tar(chain[1:])) if len(chain) > 1 else None
-        process = stack.enter_context(_decompress(template, parent))
-        buf = bytearray(1 << 20)
-        view = memoryview(buf)
-        source, write = process.stdout.fileno(), writer(fd)
-        try:
-            while n := os.readv(source, [buf]):
-                digest.update(view[:n])
-                write(view[:n])
-                size += n
-        except OSError as err:
-            raise FormatError(
-                f"cannot hold the rootfs tar of {template.name} in memory: {err.strerror}"
-            ) from err
-        process.wait()
-    check_digest(template, size, digest.hexdigest())
-
-
 @contextmanager
-def _decompress(template: Template, parent: int | None = None) -> Iterator[Process]:
+def _decompress(
+    template: Template, parent: int | None = None, stdout: int | None = None
+) -> Iterator[Process]:
     """zstd -dc of the payload span (of the .deb, or the whole file in a staging root),
-    patched against the parent tar in memory file PARENT for a delta template."""
+    patched against the parent tar in memory file PARENT for a delta template, to a pipe
+    (or to STDOUT)."""
     argv = ["zstd", "--decompress", "--stdout", "--quiet"]
     fds: tuple[int, ...] = ()
+    env = None
     if parent is not None:
         argv += [f"--long={ZSTD_MAX_WINDOW_LOG}", f"--patch-from=/dev/fd/{parent}"]
-        fds = (parent,)
-    with spawn(argv, stdin=subprocess.PIPE, pass_fds=fds) as process:
+        fds, env = (parent,), ZSTD_PATCH_ENV
+    with spawn(argv, stdin=subprocess.PIPE, stdout=stdout, env=env, pass_fds=fds) as process:
         feeder = threading.Thread(target=_feed, args=(template, process), daemon=True)
         feeder.start()
         try:
