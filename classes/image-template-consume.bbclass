@@ -124,6 +124,19 @@ image_template_apt_update() {
         sudo cp -rL /etc/resolv.conf '${ROOTFSDIR}/etc'
     fi
     sudo -E chroot '${ROOTFSDIR}' /usr/bin/apt-get update
+    image_template_report_newer
+}
+
+# What the build's apt sources have newer than the template (apt's own simulation): a
+# template from another team may lag behind the mirror. A warning, the build goes on.
+image_template_report_newer() {
+    newer=$(sudo -E chroot '${ROOTFSDIR}' /usr/bin/apt-get --simulate -q dist-upgrade \
+        | sed -n 's/^Inst \([^ ]*\) \[\([^]]*\)\] (\([^ ]*\) .*/\1 \2 -> \3/p' \
+        | awk '$2 != $4')
+    if [ -n "$newer" ]; then
+        bbwarn "${IMAGE_TEMPLATE}: $(echo "$newer" | wc -l) packages of the template have" \
+            "newer versions in the build's apt sources: $(echo "$newer" | head -20 | tr '\n' ',')"
+    fi
 }
 
 ROOTFS_INSTALL_COMMAND += "image_template_purge"

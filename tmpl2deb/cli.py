@@ -243,6 +243,29 @@ def _printable(path: str) -> str:
     return path.encode(errors="surrogateescape").decode(errors="backslashreplace")
 
 
+def cmd_outdated(args: _CliArgs) -> None:
+    import json
+
+    from tmpl2deb.outdated import outdated
+    from tmpl2deb.template import open_template
+
+    template = open_template(args.deb, args.package)
+    newer = outdated(template, args.sources)
+    if args.json:
+        rows = [{"package": n.name, "architecture": n.architecture, "version": n.version,
+                 "candidate": n.candidate} for n in newer]  # fmt: skip
+        print(json.dumps(rows, indent=2, sort_keys=True))
+        return
+    log.info(
+        "%s: %d of %d packages have newer versions in the sources",
+        template.name,
+        len(newer),
+        template.metadata.packages,
+    )
+    for n in newer:
+        print(f"{n.name} {n.architecture} {n.version} -> {n.candidate}")
+
+
 def cmd_publish(args: _CliArgs) -> None:
     from tmpl2deb.repo import publish
 
@@ -581,6 +604,33 @@ def _add_diff(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.set_defaults(func=cmd_diff)
 
 
+def _add_outdated(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _sub(
+        subparsers,
+        "outdated",
+        "List the packages of a template that apt sources have newer versions of (apt-get's "
+        "own upgrade simulation against the template's manifest; nothing is unpacked).",
+        "tmpl2deb outdated tmpl-base_1.0_amd64.deb "
+        "--source 'deb http://deb.debian.org/debian-security bookworm-security main'",
+    )
+    p.add_argument("deb", type=Path, metavar="DEB|STAGING", help="template .deb or staging root")
+    p.add_argument(
+        "--source",
+        dest="sources",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="apt source to compare with, 'deb [OPTIONS] URI SUITE COMPONENT...' (repeatable)",
+    )
+    p.add_argument(
+        "--package",
+        default="",
+        help="template package in STAGING (default: the one no other is a delta of)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON (default: one line each)")
+    p.set_defaults(func=cmd_outdated)
+
+
 def _add_publish(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = _sub(
         subparsers,
@@ -761,6 +811,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_stage,
         _add_derive,
         _add_diff,
+        _add_outdated,
     ):
         add(subparsers)
     return parser

@@ -1,0 +1,51 @@
+"""outdated: apt's own upgrade simulation against a template's manifest, on a real mirror."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli, needs_tool
+
+MIRROR = os.environ.get("TMPL2DEB_TEST_MIRROR", "http://deb.debian.org/debian")
+KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+SOURCE = f"deb [signed-by={KEYRING}] {MIRROR} bookworm main"
+
+
+@pytest.fixture
+def old_template(cli: Cli, small_tree: Path, tmp_path: Path) -> Path:
+    """A template whose dpkg status has an old hello, a current dash and an in-house package."""
+    (small_tree / "var/lib/dpkg/status").write_text(
+        "Package: hello\nStatus: install ok installed\nVersion: 2.10-2\nArchitecture: amd64\n\n"
+        "Package: dash\nStatus: install ok installed\nVersion: 0.5.12-2\nArchitecture: amd64\n\n"
+        "Package: in-house\nStatus: install ok installed\nVersion: 1.0\nArchitecture: all\n"
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = ["pack", small_tree, "--name", "old", "--version", "1", "--arch", "amd64", "-o", out]
+    assert cli(*argv) == 0, cli.err
+    return Path(cli.out.strip())
+
+
+@pytest.mark.network
+def test_outdated_reports_newer_versions_only(cli: Cli, old_template: Path) -> None:
+    needs_tool("apt-get", "dpkg")
+    assert cli("outdated", old_template, "--source", SOURCE) == 0, cli.err
+    assert cli.out == "hello amd64 2.10-2 -> 2.10-3\n"
+    assert "tmpl-old 1: 1 of 3 packages have newer versions" in cli.err
+    assert cli("outdated", old_template, "--source", SOURCE, "--json") == 0, cli.err
+    assert json.loads(cli.out) == [
+        {"package": "hello", "architecture": "amd64", "version": "2.10-2", "candidate": "2.10-3"}
+    ]
+
+
+@pytest.mark.network
+def test_outdated_bad_input(cli: Cli, old_template: Path) -> None:
+    needs_tool("apt-get", "dpkg")
+    assert cli("outdated", old_template) == 1
+    assert "give the apt sources to compare with (--source)" in cli.err
+    assert cli("outdated", old_template, "--source", f"deb {MIRROR} bookworm main") == 1
+    assert "is not signed" in cli.err and len(cli.err.strip().splitlines()) <= 2
