@@ -25,7 +25,17 @@ def test_man_page_matches_help(tmp_path: Path) -> None:
     text = page_text(tmp_path)
     parser = build_parser()
     commands = _subparsers(parser)
-    assert set(commands) == {"pack", "info", "unpack", "publish", "list", "stage", "derive", "diff", "outdated"}
+    assert set(commands) == {
+        "pack",
+        "info",
+        "unpack",
+        "publish",
+        "list",
+        "stage",
+        "derive",
+        "diff",
+        "outdated",
+    }
     for name, sub in commands.items():
         assert f"tmpl2deb {name}" in text
         assert " ".join((sub.description or "").split()) in text
