@@ -25,7 +25,18 @@ def old_template(cli: Cli, small_tree: Path, tmp_path: Path) -> Path:
     )
     out = tmp_path / "out"
     out.mkdir()
-    argv = ["pack", small_tree, "--name", "old", "--version", "1", "--arch", "amd64", "-o", out]
+    argv: list[str | Path] = [
+        "pack",
+        small_tree,
+        "--name",
+        "old",
+        "--version",
+        "1",
+        "--arch",
+        "amd64",
+        "-o",
+        out,
+    ]
     assert cli(*argv) == 0, cli.err
     return Path(cli.out.strip())
 
