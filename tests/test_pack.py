@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -209,3 +210,17 @@ def test_corrupt_tarball_names_the_failing_tool(cli: Cli, tmp_path: Path) -> Non
     assert cli("pack", bad, "--name", "x", "-o", out) == 1
     assert "error: zstd failed" in cli.err
     assert list(out.iterdir()) == []
+
+
+def test_pack_warns_about_a_tree_not_owned_by_root(
+    cli: Cli, small_tree: Path, tmp_path: Path
+) -> None:
+    needs_root()
+    out = tmp_path / "out"
+    out.mkdir()
+    argv: list[str | Path] = ["pack", small_tree, "--name", "t", "-o", out]
+    assert cli(*argv) == 0, cli.err
+    assert "not root" not in cli.err
+    os.chown(small_tree / "usr", 1234, 1234)  # as a `chown -R builder` of a build dir does
+    assert cli(*argv) == 0, cli.err
+    assert "small/usr is owned by uid 1234, not root" in cli.err

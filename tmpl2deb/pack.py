@@ -89,6 +89,7 @@ def build_date(mtime: int) -> str:
 def pack(source: Path, options: PackOptions) -> Path:
     """Pack SOURCE into a template .deb in options.output and return its path."""
     rootfs.check_tree(source)
+    _check_owner(source)
     if not options.output.is_dir():
         raise FormatError(f"output directory {options.output} does not exist; create it first")
     package = options.package or package_name(options.name)
@@ -129,6 +130,26 @@ def pack(source: Path, options: PackOptions) -> Path:
         100 * ratio,
     )
     return target
+
+
+def _check_owner(source: Path) -> None:
+    """A root filesystem belongs to root; one that does not was most likely copied or chowned
+    by a user, and would carry that user's ids into every image (packed as is, warned)."""
+    if not source.is_dir():
+        return
+    for name in ("usr", "etc", ""):
+        try:
+            info = os.lstat(source / name)
+        except OSError:
+            continue
+        if info.st_uid != 0:
+            log.warning(
+                "%s is owned by uid %d, not root: the template records these owners as they "
+                "are (was the tree copied or chowned without sudo?)",
+                source / name,
+                info.st_uid,
+            )
+        return
 
 
 _PLACEHOLDER_INFO = PackageInfo(maintainer=DEFAULT_MAINTAINER, installed_size=10**12)
