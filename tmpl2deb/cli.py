@@ -574,13 +574,17 @@ def _add_unpack(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument(
         "dest", type=Path, metavar="DEST", help="target directory; must not exist or be empty"
     )
+    _add_staging_package(p)
+    _add_with_parent(p)
+    p.set_defaults(func=cmd_unpack)
+
+
+def _add_staging_package(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--package",
         default="",
-        help="template package to use from STAGING (default: the one no other is a delta of)",
+        help="template package in STAGING (default: the one no other is a delta of)",
     )
-    _add_with_parent(p)
-    p.set_defaults(func=cmd_unpack)
 
 
 def _add_diff(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -622,11 +626,7 @@ def _add_outdated(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         metavar="LINE",
         help="apt source to compare with, 'deb [OPTIONS] URI SUITE COMPONENT...' (repeatable)",
     )
-    p.add_argument(
-        "--package",
-        default="",
-        help="template package in STAGING (default: the one no other is a delta of)",
-    )
+    _add_staging_package(p)
     p.add_argument("--json", action="store_true", help="print JSON (default: one line each)")
     p.set_defaults(func=cmd_outdated)
 
@@ -740,9 +740,7 @@ def _add_derive(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "template", type=Path, metavar="DEB|STAGING", help="template .deb or staging root"
     )
     p.add_argument("dest", type=Path, metavar="DEST", help="new rootfs; must not exist or be empty")
-    p.add_argument(
-        "--package", default="", help="template package in STAGING (default: the only one)"
-    )
+    _add_staging_package(p)
     p.add_argument(
         "--source",
         dest="sources",

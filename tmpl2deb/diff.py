@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 from tmpl2deb.errors import FormatError
+from tmpl2deb.rootfs import parse_manifest
 from tmpl2deb.template import Template
 from tmpl2deb.unpack import check_digest, rootfs_stream
 
@@ -25,7 +26,6 @@ _KINDS = {
     tarfile.DIRTYPE: "directory",
     tarfile.FIFOTYPE: "fifo",
 }
-_TIMES = ("mtime", "atime", "ctime")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +65,7 @@ class Diff:
 
 def packages(manifest: bytes) -> dict[tuple[str, str], str]:
     """(name, architecture) -> version, from a template manifest."""
-    out = {}
-    for line in manifest.decode(errors="replace").splitlines():
-        parts = line.split()
-        if len(parts) == 3:
-            out[parts[0], parts[2]] = parts[1]
-    return out
+    return {(name, arch): version for name, version, arch in parse_manifest(manifest)}
 
 
 def diff(old: Sequence[Template], new: Sequence[Template], *, files: bool = True) -> Diff:

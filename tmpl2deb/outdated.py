@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tmpl2deb.errors import FormatError
+from tmpl2deb.rootfs import parse_manifest
 from tmpl2deb.run import host_architecture, run
 from tmpl2deb.stage import SOURCES, Source, apt, prepare
 from tmpl2deb.template import Template
@@ -37,7 +38,7 @@ def outdated(template: Template, sources: Sequence[str]) -> list[Newer]:
     if not lines:
         raise FormatError("give the apt sources to compare with (--source)")
     native = template.metadata.architecture
-    packages = _manifest(template)
+    packages = parse_manifest(template.manifest)
     with tempfile.TemporaryDirectory(prefix="tmpl2deb-outdated-") as tmp:
         root = Path(tmp)
         prepare(root, native)
@@ -57,15 +58,6 @@ def outdated(template: Template, sources: Sequence[str]) -> list[Newer]:
             name = match["name"].partition(":")[0]
             newer.append(Newer(name, match["arch"], match["old"], match["new"]))
     return sorted(newer, key=lambda n: (n.name, n.architecture))
-
-
-def _manifest(template: Template) -> list[tuple[str, str, str]]:
-    out = []
-    for line in template.manifest.decode(errors="replace").splitlines():
-        parts = line.split()
-        if len(parts) == 3:
-            out.append((parts[0], parts[1], parts[2]))
-    return out
 
 
 def _status(packages: list[tuple[str, str, str]]) -> str:

@@ -258,6 +258,12 @@ def installed_packages(status: bytes) -> list[tuple[str, str, str]]:
     return sorted(packages)
 
 
+def parse_manifest(manifest: bytes) -> list[tuple[str, str, str]]:
+    """(name, version, architecture) per line of a manifest (render_manifest's output)."""
+    lines = (line.split() for line in manifest.decode(errors="replace").splitlines())
+    return [(parts[0], parts[1], parts[2]) for parts in lines if len(parts) == 3]
+
+
 def render_manifest(packages: Iterable[tuple[str, str, str]]) -> bytes:
     """The manifest file: 'name version architecture' per line."""
     return "".join(f"{n} {v} {a}\n" for n, v, a in packages).encode()
