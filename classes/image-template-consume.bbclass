@@ -20,8 +20,10 @@
 # Staleness: with IMAGE_TEMPLATE_RECIPE, do_rootfs_install depends on that recipe's template
 # task, and the signature the template records must be that recipe's current
 # do_rootfs_install hash. If it is not (the repository holds a template made from other
-# inputs): "fail" stops with an error naming both, "warn" builds on it anyway, "full" falls
-# back to a full build from the bootstrap with the template's packages.
+# inputs): "fail" stops with an error naming both signatures and what changed between them (from
+# the sigdata bitbake keeps in the stamps directory, as bitbake-diffsigs prints it), "warn"
+# builds on it anyway, "full" falls back to a full build from the bootstrap with the template's
+# packages. Another architecture, distro or suite is always refused, whatever the policy.
 
 inherit image-template-common
 
@@ -56,14 +58,12 @@ do_rootfs_install[network] = "${TASK_USE_SUDO}"
 
 python rootfs_prepare() {
     import json, os
+    recipe = d.getVar("IMAGE_TEMPLATE_RECIPE")
     # the signature a template made by IMAGE_TEMPLATE_RECIPE in this build must record
-    expected = image_template_rootfs_hash(d, d.getVar("IMAGE_TEMPLATE_RECIPE"))
-    if d.getVar("IMAGE_TEMPLATE_RECIPE") and not expected:
-        bb.fatal("no task hash of %s:do_rootfs_install" % d.getVar("IMAGE_TEMPLATE_RECIPE"))
+    expected = image_template_rootfs_hash(d, recipe)
+    if recipe and not expected:
+        bb.fatal("no task hash of %s:do_rootfs_install" % recipe)
     policy = d.getVar("IMAGE_TEMPLATE_ON_STALE")
-    d.setVar("IMAGE_TEMPLATE_CHECKS", "--expect-signature=%s" % expected if expected else "")
-    if expected and policy != "fail":
-        d.appendVar("IMAGE_TEMPLATE_CHECKS", " --allow-mismatch")
     bb.build.exec_func("image_template_stage", d)
     staging = d.getVar("IMAGE_TEMPLATE_STAGING")
     # a delta template comes with its parents: the one named in IMAGE_TEMPLATE is the image's
@@ -71,15 +71,24 @@ python rootfs_prepare() {
                         d.getVar("IMAGE_TEMPLATE_PACKAGE"), "metadata.json")
     with open(path) as f:
         meta = json.load(f)
-    if expected and meta["signature"] != expected and policy == "full":
-        bb.warn("template %s %s is stale (signature %s, %s wants %s): full build from the "
-                "bootstrap with its packages" % (meta["package"], meta["version"],
-                meta["signature"], d.getVar("IMAGE_TEMPLATE_RECIPE"), expected))
-        with open(os.path.join(os.path.dirname(path), "manifest")) as f:
-            names = [line.split()[0] for line in f if line.strip()]
-        d.appendVar("ROOTFS_PACKAGES", " " + " ".join(names))
-        bb.build.exec_func("image_template_bootstrap", d)
-        return
+    if expected and meta["signature"] != expected:
+        stale = ("template %s %s is stale: it was made by %s:do_rootfs_install %s, this build "
+                 "has %s\n%s" % (meta["package"], meta["version"], recipe,
+                 meta["signature"] or "(no signature)", expected,
+                 image_template_changes(d, meta["signature"], expected)))
+        if policy == "fail":
+            bb.fatal("%s\nBuild and publish it again (bitbake %s), or set "
+                     "IMAGE_TEMPLATE_ON_STALE to \"warn\" or \"full\"" % (stale, recipe))
+        if policy == "warn":
+            bb.warn(stale + "\nBuilding on it anyway (IMAGE_TEMPLATE_ON_STALE = \"warn\")")
+        else:
+            bb.warn(stale + "\nFull build from the bootstrap with its packages "
+                    "(IMAGE_TEMPLATE_ON_STALE = \"full\")")
+            with open(os.path.join(os.path.dirname(path), "manifest")) as f:
+                names = [line.split()[0] for line in f if line.strip()]
+            d.appendVar("ROOTFS_PACKAGES", " " + " ".join(names))
+            bb.build.exec_func("image_template_bootstrap", d)
+            return
     with open(d.expand("${WORKDIR}/image-template-parent"), "w") as f:
         f.write("--parent=%s=%s --parent-sha256=%s\n"
                 % (meta["package"], meta["version"], meta["rootfs_sha256"]))
@@ -90,11 +99,47 @@ python rootfs_prepare() {
 }
 rootfs_prepare[vardepsexclude] += "BB_TASKDEPDATA"
 
+# What changed between the inputs of two signatures (task hashes), from the sigdata files
+# bitbake keeps in the stamps directory, as bitbake-diffsigs would print it.
+def image_template_changes(d, old, new):
+    import glob, os
+    stamps = d.getVar("STAMPS_DIR")
+    found = {}
+
+    def sigdata(taskhash):
+        if taskhash not in found:
+            paths = glob.glob(os.path.join(glob.escape(stamps), "**", "*.sigdata." + taskhash),
+                              recursive=True)
+            found[taskhash] = paths[0] if paths else None
+        return found[taskhash]
+
+    def lines(a, b, indent=""):
+        return [indent + line for change in bb.siggen.compare_sigfiles(a, b, recurse)
+                for line in change.splitlines()]
+
+    def recurse(task, hash1, hash2):
+        a, b = sigdata(hash1), sigdata(hash2)
+        if not (a and b):
+            return ["    (no record of %s %s in %s)" % (task, hash1 if not a else hash2, stamps)]
+        return lines(a, b, "    ")
+
+    if not old or not sigdata(old):
+        return ("This build tree has no record of what %s was made from: the template comes "
+                "from another build" % (old or "a template without signature"))
+    if not sigdata(new):
+        return "No record of the inputs of %s in %s" % (new, stamps)
+    changes = lines(sigdata(old), sigdata(new))
+    if len(changes) > 40:
+        changes = changes[:40] + ["... (%d more lines: bitbake-diffsigs %s %s)"
+                                  % (len(changes) - 40, sigdata(old), sigdata(new))]
+    return "What changed since (bitbake-diffsigs):\n" + "\n".join(changes)
+image_template_changes[vardepsexclude] = "STAMPS_DIR"
+
 image_template_stage() {
     sudo rm -rf "${IMAGE_TEMPLATE_STAGING}" "${WORKDIR}/image-template-parent" \
         "${WORKDIR}/image-template-delta"
     sudo ${TMPL2DEB} stage --source "${IMAGE_TEMPLATE_SOURCE}" --arch "${DISTRO_ARCH}" \
-        --distro "${BASE_DISTRO}" --suite "${BASE_DISTRO_CODENAME}" ${IMAGE_TEMPLATE_CHECKS} \
+        --distro "${BASE_DISTRO}" --suite "${BASE_DISTRO_CODENAME}" \
         "${IMAGE_TEMPLATE}" "${IMAGE_TEMPLATE_STAGING}"
 }
 
