@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Benchmark delta templates against full ones, side by side with plain zstd --patch-from (root).
+"""Benchmark delta templates against full ones, side by side with zstd --patch-from (root).
 
 Usage: bench/delta.py [PARENT CHILD] [--runs N] [--work DIR]
 PARENT and CHILD are rootfs directories, CHILD a derivative of PARENT (say, PARENT plus one
@@ -111,10 +111,10 @@ def interleaved(runs: int, rows: list[tuple[str, str, Path]]) -> list[tuple[str,
 
 
 def _payload(deb: Path) -> int:
-    """The size of the payload member (rootfs.tar.zst or rootfs.tar.zstpatch)."""
+    """The size of the payload member (rootfs.tar.zst or rootfs.tardelta.zst)."""
     listing = subprocess.run(["dpkg-deb", "--contents", str(deb)], capture_output=True,
                              text=True, check=True).stdout  # fmt: skip
-    line = next(ln for ln in listing.splitlines() if "/rootfs.tar.zst" in ln)
+    line = next(ln for ln in listing.splitlines() if "/rootfs.tar" in ln)
     return int(line.split()[2])
 
 

@@ -13,7 +13,7 @@
 #   IMAGE_TEMPLATE_FEATURES = "ssh python"  (recorded as Template-Features)
 #   IMAGE_TEMPLATE_EXCLUDES = "/srv/scratch/*"  (more tmpl2deb exclude patterns)
 #   IMAGE_TEMPLATE_DELTA = "1"              (default: 0) when the image itself was built from
-#       a template (image-template-consume): ship the template as a zstd delta of that parent
+#       a template (image-template-consume): ship the template as a tar delta of that parent
 #       template, which it then depends on; apt fetches the chain by itself. Falls back to a
 #       full template, with a warning, when a delta does not pay off.
 #

@@ -165,7 +165,7 @@ def cmd_info(args: _CliArgs) -> None:
 
 
 def _kind(template: Template) -> str:
-    return "zstd delta" if template.metadata.delta else "zstd"
+    return "tar delta, zstd" if template.metadata.delta else "zstd"
 
 
 def _chain(template: Template, args: _CliArgs) -> list[str]:
@@ -495,7 +495,7 @@ def _add_pack(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         type=Path,
         default=None,
         metavar="DEB|STAGING",
-        help="ship the rootfs as a zstd patch against this parent template, which the new "
+        help="ship the rootfs as a tar delta against this parent template, which the new "
         "package then depends on (default: a full template)",
     )
     delta.add_argument(
@@ -780,7 +780,7 @@ def _add_derive(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     out.add_argument(
         "--delta",
         action="store_true",
-        help="ship it as a zstd patch against the template derived from (default: full)",
+        help="ship it as a tar delta against the template derived from (default: full)",
     )
     _add_with_parent(out)
     _add_deb_output(out, "zstd level", "its .deb", "its Maintainer field")

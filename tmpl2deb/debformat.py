@@ -24,7 +24,7 @@ BLOCK = 512
 
 TEMPLATES_DIR = "usr/share/tmpl2deb/templates"
 PAYLOAD = "rootfs.tar.zst"  # a full template: zstd of the rootfs tar
-DELTA_PAYLOAD = "rootfs.tar.zstpatch"  # a delta: zstd --patch-from the parent's rootfs tar
+DELTA_PAYLOAD = "rootfs.tardelta.zst"  # a delta: zstd of a tar delta against the parent's tar
 MANIFEST = "manifest"
 METADATA = "metadata.json"
 

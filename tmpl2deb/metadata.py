@@ -15,7 +15,10 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 PACKAGE_PREFIX = "tmpl-"
 DEFAULT_MAINTAINER = "Image Templates <image-templates@example.org>"
-FULL, DELTA = "full", "delta"  # the payload: the whole rootfs tar, or a zstd patch of it
+FULL, DELTA = (
+    "full",
+    "delta",
+)  # the payload: the whole rootfs tar, or a tar delta against the parent's
 
 _PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
@@ -291,7 +294,7 @@ def _description(meta: TemplateMetadata) -> str:
         f" {meta.packages} Debian packages. Installing this package only places the\n"
         " template under /usr/share/tmpl2deb; 'tmpl2deb unpack' extracts the rootfs."
         + (
-            f"\n .\n This is a delta template: its payload is a zstd patch against the rootfs\n"
+            f"\n .\n This is a delta template: its payload is a tar delta against the rootfs\n"
             f" of its parent {meta.parent}, which it depends on."
             if meta.delta
             else ""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
-from tmpl2deb import debformat, rootfs
+from tmpl2deb import debformat, rootfs, tardelta
 from tmpl2deb.errors import CommandError, FormatError, MetadataError, PrivilegeError
 from tmpl2deb.metadata import (
     DEFAULT_MAINTAINER,
@@ -32,7 +32,7 @@ from tmpl2deb.metadata import (
     package_name,
     render_control,
 )
-from tmpl2deb.run import Process, host_architecture, pipeline_failed, run, spawn
+from tmpl2deb.run import Process, host_architecture, pipeline_failed, spawn
 from tmpl2deb.tarstream import Action, Member, TarFilter, pump, writer
 from tmpl2deb.template import Template, open_template, resolve_chain
 
@@ -286,8 +286,6 @@ def _stream_payload(
     return tar_filter
 
 
-# zstd --patch-from covers the parent with its window: 2 GiB (window log 31) at most
-DELTA_LIMIT = 2**31 - 1
 # a delta that is more than this share of the full payload does not pay off
 DELTA_WORTH = 0.5
 
@@ -295,31 +293,35 @@ DELTA_WORTH = 0.5
 def _delta_payload(
     source: Path, options: PackOptions, chain: list[Template], write: Callable[[memoryview], None]
 ) -> tuple[TarFilter, str]:
-    """Write a zstd patch of the rootfs tar against the parent's, or fall back to a full
-    payload when a delta is impossible or does not pay off; return the stream and the kind."""
-    from tmpl2deb.unpack import ZSTD_PATCH_ENV, ParentCheck, parent_tar  # only for a delta
+    """Write the zstd of a tar delta of the rootfs tar against the parent's (tardelta), or
+    fall back to a full payload when the delta does not pay off; return the stream and the
+    kind."""
+    from tmpl2deb.unpack import check_digest, rootfs_stream  # only for a delta
 
     parent = chain[0]
     work = Path(tempfile.mkdtemp(dir=options.output, prefix=".tmpl2deb-delta-"))
     try:
         child_tar = work / "rootfs.tar"
         stream = _filter_to_file(source, options, child_tar)
-        largest = max(parent.metadata.rootfs_size, stream.size)
-        if largest > DELTA_LIMIT:
-            log.warning(
-                "a %d MiB rootfs tar is beyond zstd's largest window (2 GiB): "
-                "packing a full template instead of a delta of %s",
-                largest >> 20,
-                parent.name,
-            )
-            _compress_file(child_tar, options, write)
-            return stream, FULL
         delta = work / debformat.DELTA_PAYLOAD
-        with ParentCheck() as check, parent_tar(chain, check) as fd:
-            log.info("Making a zstd delta against %s", parent.name)
-            zstd = ["zstd", "--quiet", "--threads=0", f"-{options.level}",
-                    f"--patch-from=/dev/fd/{fd}", f"--long={_window_log(largest)}"]  # fmt: skip
-            run([*zstd, child_tar, "-o", delta], env=ZSTD_PATCH_ENV, pass_fds=(fd,))
+        log.info("Making a delta against %s", parent.name)
+        zstd = ["zstd", "--quiet", "--threads=0", f"-{options.level}", "--stdout"]
+        with ExitStack() as stack:
+            parent_stream = stack.enter_context(rootfs_stream(chain))
+            out = stack.enter_context(delta.open("wb"))
+            compressor = stack.enter_context(spawn(zstd, stdin=subprocess.PIPE, stdout=out))
+            child = stack.enter_context(child_tar.open("rb"))
+            size, digest = 0, ""
+            try:
+                size, digest = tardelta.write_delta(
+                    child.fileno(), parent_stream.stdout.fileno(), compressor.stdin.fileno()
+                )
+            except (BrokenPipeError, FormatError) as err:
+                pipeline_failed(err, upstream=parent_stream, downstream=compressor)
+            parent_stream.wait()
+            compressor.stdin.close()
+            compressor.wait()
+        check_digest(parent, size, digest)
         estimate = _full_estimate(chain, stream.size)
         size = delta.stat().st_size
         if size > DELTA_WORTH * estimate:
@@ -345,12 +347,6 @@ def _delta_payload(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _window_log(size: int) -> int:
-    """The smallest zstd window log whose window covers size bytes (27, zstd's default
-    --long, at least)."""
-    return max(27, size.bit_length())
-
-
 def _full_estimate(chain: list[Template], size: int) -> float:
     """What a full payload of a SIZE-byte tar would take, at the compression ratio of the
     full template at the bottom of the chain."""
@@ -359,7 +355,7 @@ def _full_estimate(chain: list[Template], size: int) -> float:
 
 
 def _filter_to_file(source: Path, options: PackOptions, path: Path) -> TarFilter:
-    """Write the filtered rootfs tar to PATH (zstd --patch-from needs its size up front)."""
+    """Write the filtered rootfs tar to PATH (the delta sends the members it inserts from it)."""
     with ExitStack() as stack:
         read_fd, producer, decide = _open_source(source, options, stack)
         out = stack.enter_context(path.open("wb"))

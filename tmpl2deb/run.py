@@ -12,9 +12,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any, NoReturn, Protocol
 
-from tmpl2deb.errors import CommandError
+from tmpl2deb.errors import CommandError, Tmpl2debError
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,19 @@ def run(
     return result
 
 
+class Stage(Protocol):
+    """A stage of a streaming pipeline: a tool (Process), or a thread writing a pipe."""
+
+    @property
+    def stdout(self) -> IO[bytes]: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def wait(self) -> None: ...
+
+
 class Process:
     """A started process of a streaming pipeline; wait() raises like run() on failure."""
 
@@ -121,6 +134,18 @@ class Process:
         assert self.popen.stdout is not None
         return self.popen.stdout
 
+    def close(self) -> None:
+        """Close our ends of its pipes (it then fails on its next read or write)."""
+        for stream in (self.popen.stdin, self.popen.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+    def abort(self) -> None:
+        """Kill it if it still runs."""
+        if self.popen.poll() is None:
+            self.popen.kill()
+
     def wait(self) -> None:
         """Wait for the process; raise CommandError with its stderr tail on a non-zero exit."""
         code = self.popen.wait()
@@ -134,7 +159,7 @@ class Process:
             log.debug("%s: %s", self.args[0], text.rstrip())
 
 
-def _grow_pipe(fd: int) -> None:
+def grow_pipe(fd: int) -> None:
     """Use 1 MiB pipe buffers: fewer context switches between the stages of a pipeline."""
     with contextlib.suppress(OSError):
         fcntl.fcntl(fd, F_SETPIPE_SZ, 1 << 20)
@@ -178,7 +203,7 @@ def spawn(
             raise CommandError(_missing(args[0]), args) from exc
         for stream in (popen.stdin, popen.stdout):
             if stream is not None:
-                _grow_pipe(stream.fileno())
+                grow_pipe(stream.fileno())
         try:
             yield Process(popen, args, err)
         finally:
@@ -197,7 +222,7 @@ def host_architecture() -> str:
 
 
 def pipeline_failed(
-    err: Exception, *, upstream: Process | None, downstream: Process | None
+    err: Exception, *, upstream: Stage | None, downstream: Stage | None
 ) -> NoReturn:
     """Our pump between two tools broke: raise the tool failure that explains err.
 
@@ -206,15 +231,12 @@ def pipeline_failed(
     """
     processes = [p for p in (upstream, downstream) if p is not None]
     for process in processes:
-        for stream in (process.popen.stdin, process.popen.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-    failures: dict[int, CommandError] = {}
+        process.close()
+    failures: dict[int, Tmpl2debError] = {}
     for process in processes:
         try:
             process.wait()
-        except CommandError as failure:
+        except Tmpl2debError as failure:
             failures[id(process)] = failure
     cause = downstream if isinstance(err, BrokenPipeError) else upstream
     if id(cause) in failures:

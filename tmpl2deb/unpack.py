@@ -4,9 +4,7 @@ delta) into an empty directory."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import mmap
 import os
 import shutil
 import subprocess
@@ -15,33 +13,17 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import IO
 
-from tmpl2deb import rootfs
+from tmpl2deb import rootfs, tardelta
 from tmpl2deb.errors import FormatError, IntegrityError, PrivilegeError
-from tmpl2deb.run import Process, pipeline_failed, spawn
+from tmpl2deb.run import Process, Stage, grow_pipe, pipeline_failed, spawn
 from tmpl2deb.tarstream import SafetyCheck, TarFilter, pump, writer
 from tmpl2deb.template import Template, open_template, resolve_chain
 
-__all__ = [
-    "ParentCheck",
-    "Template",
-    "check_dest",
-    "check_digest",
-    "open_template",
-    "parent_tar",
-    "rootfs_stream",
-    "unpack",
-]
+__all__ = ["Template", "check_dest", "check_digest", "open_template", "rootfs_stream", "unpack"]
 
 log = logging.getLogger(__name__)
-
-# zstd refuses frames with a window above 128 MiB unless told; a delta's window spans the
-# parent's tar, and 2 GiB (--long=31) is the largest zstd has.
-ZSTD_MAX_WINDOW_LOG = 31
-# zstd mallocs a copy of the parent and a window as large: with transparent huge pages for
-# malloc (glibc >= 2.35; ignored where THP is off) it faults them in 512 times less often,
-# which more than halves a patch's decoding time.
-ZSTD_PATCH_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
 
 
 def unpack(source: Path, dest: Path, package: str = "", with_parents: Sequence[Path] = ()) -> Path:
@@ -116,80 +98,90 @@ def _progress(done: int) -> None:
 
 
 @contextmanager
-def rootfs_stream(chain: Sequence[Template]) -> Iterator[Process]:
-    """A zstd process whose stdout is the rootfs tar of chain[0] (the caller verifies it).
+def rootfs_stream(chain: Sequence[Template]) -> Iterator[Stage]:
+    """A stage whose stdout is the rootfs tar of chain[0] (the caller verifies it): zstd of
+    a full payload; for a delta, a thread applying the decoded tar delta to the parent's
+    stream (itself rebuilt the same way), checking the parent's digest on the way."""
+    with ExitStack() as stack:
+        if len(chain) == 1:
+            yield stack.enter_context(_decompress(chain[0]))
+            return
+        parent = stack.enter_context(rootfs_stream(chain[1:]))
+        delta = stack.enter_context(_decompress(chain[0]))
+        yield stack.enter_context(_Patched(chain[1], parent, delta))
 
-    For a delta, the parents are rebuilt first, and their digests are checked while the
-    child is decoded; a parent that does not match fails the block, whatever else failed.
-    """
-    with ParentCheck() as check, ExitStack() as stack:
-        parent = stack.enter_context(parent_tar(chain[1:], check)) if len(chain) > 1 else None
-        yield stack.enter_context(_decompress(chain[0], parent))
 
+class _Patched:
+    """The rootfs tar of a delta template, written to a pipe by a thread that applies the
+    decoded tar delta to the parent's tar stream."""
 
-class ParentCheck:
-    """sha256 of rebuilt parent tars, computed in background threads from a read-only map
-    of their memory files; on leaving the block each must match, bottom of the chain first."""
+    def __init__(self, parent_template: Template, parent: Stage, delta: Stage) -> None:
+        self._parent, self._delta = parent, delta
+        read_fd, self._write_fd = os.pipe()
+        grow_pipe(self._write_fd)
+        self._stdout = os.fdopen(read_fd, "rb", buffering=0)
+        self._error: BaseException | None = None
 
-    def __init__(self) -> None:
-        self._threads: list[tuple[Template, threading.Thread, list[tuple[int, str]]]] = []
+        def check(size: int, digest: str) -> None:
+            check_digest(parent_template, size, digest)
 
-    def __enter__(self) -> ParentCheck:
+        def apply() -> None:
+            try:
+                tardelta.apply_delta(
+                    parent.stdout.fileno(), delta.stdout.fileno(), self._write_fd, check
+                )
+            except BaseException as err:  # reported by wait()
+                self._error = err
+            finally:
+                os.close(self._write_fd)
+
+        self._thread = threading.Thread(target=apply, daemon=True)
+        self._thread.start()
+
+    @property
+    def stdout(self) -> IO[bytes]:
+        return self._stdout
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._stdout.close()  # the thread then stops on its next write
+
+    def wait(self) -> None:
+        """Raise what went wrong: a tool's failure that cut a stream short comes first."""
+        self._thread.join()
+        error = self._error
+        if error is None:
+            self._parent.wait()
+            self._delta.wait()
+            return
+        if isinstance(error, tardelta.Truncated):
+            (self._parent if error.side == "parent" else self._delta).wait()
+        self._parent.close()
+        self._delta.close()
+        if isinstance(error, BrokenPipeError):
+            return  # our reader stopped: its own failure is the one to report
+        raise error
+
+    def abort(self) -> None:
+        """Stop the thread: our reader is gone, and the tools feeding it are killed (their
+        pipes are not closed under the thread, which may be reading them)."""
+        self.close()
+        self._parent.abort()
+        self._delta.abort()
+        self._thread.join()
+
+    def __enter__(self) -> _Patched:
         return self
 
-    def start(self, template: Template, fd: int) -> None:
-        size = os.fstat(fd).st_size
-        view = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else b""
-        result: list[tuple[int, str]] = []
-
-        def digest() -> None:
-            result.append((size, hashlib.sha256(view).hexdigest()))
-
-        thread = threading.Thread(target=digest, daemon=True)
-        thread.start()
-        self._threads.append((template, thread, result))
-
-    def __exit__(self, kind: object, error: BaseException | None, tb: object) -> None:
-        for template, thread, result in self._threads:
-            thread.join()
-            try:
-                check_digest(template, *result[0])
-            except IntegrityError as mismatch:
-                raise mismatch from error  # the cause of whatever else went wrong
+    def __exit__(self, *exc: object) -> None:
+        self.abort()
 
 
 @contextmanager
-def parent_tar(chain: Sequence[Template], check: ParentCheck) -> Iterator[int]:
-    """A memory file (memfd) with the rootfs tar of chain[0], for zstd
-    --patch-from=/dev/fd/N: zstd holds the whole parent in memory anyway, and a file on
-    disk would only add write-back I/O while the child is being extracted."""
-    template = chain[0]
-    log.info("Rebuilding the rootfs tar of %s", template.name)
-    fd = os.memfd_create(f"tmpl2deb-{template.metadata.package}.tar", os.MFD_CLOEXEC)
-    try:
-        with ExitStack() as stack:
-            parent = stack.enter_context(parent_tar(chain[1:], check)) if len(chain) > 1 else None
-            stack.enter_context(_decompress(template, parent, stdout=fd)).wait()
-        check.start(template, fd)
-        yield fd
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def _decompress(
-    template: Template, parent: int | None = None, stdout: int | None = None
-) -> Iterator[Process]:
-    """zstd -dc of the payload span (of the .deb, or the whole file in a staging root),
-    patched against the parent tar in memory file PARENT for a delta template, to a pipe
-    (or to STDOUT)."""
+def _decompress(template: Template) -> Iterator[Process]:
+    """zstd -dc of the payload span (of the .deb, or the whole file in a staging root)."""
     argv = ["zstd", "--decompress", "--stdout", "--quiet"]
-    fds: tuple[int, ...] = ()
-    env = None
-    if parent is not None:
-        argv += [f"--long={ZSTD_MAX_WINDOW_LOG}", f"--patch-from=/dev/fd/{parent}"]
-        fds, env = (parent,), ZSTD_PATCH_ENV
-    with spawn(argv, stdin=subprocess.PIPE, stdout=stdout, env=env, pass_fds=fds) as process:
+    with spawn(argv, stdin=subprocess.PIPE) as process:
         feeder = threading.Thread(target=_feed, args=(template, process), daemon=True)
         feeder.start()
         try:
