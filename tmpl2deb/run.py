@@ -72,7 +72,6 @@ def run(
     env: Mapping[str, str] | None = None,
     input: str | None = None,
     capture: bool = False,
-    pass_fds: Sequence[int] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run argv to completion; raise CommandError if it cannot start or exits non-zero."""
     args = _argv(argv)
@@ -88,7 +87,6 @@ def run(
             stderr=subprocess.PIPE,
             text=True,
             check=False,
-            pass_fds=pass_fds,
         )
     except FileNotFoundError as err:
         raise CommandError(_missing(args[0]), args) from err
@@ -176,7 +174,6 @@ def spawn(
     stdout: int | IO[Any] | None = None,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
-    pass_fds: Sequence[int] = (),
 ) -> Iterator[Process]:
     """Start argv for a streaming pipeline; it is killed if the block exits with an error.
 
@@ -197,8 +194,7 @@ def spawn(
                 stdin=subprocess.DEVNULL if stdin is None else stdin,
                 stdout=subprocess.PIPE if stdout is None else stdout,
                 stderr=err,
-                pass_fds=pass_fds,
-            )
+                )
         except FileNotFoundError as exc:
             raise CommandError(_missing(args[0]), args) from exc
         for stream in (popen.stdin, popen.stdout):
