@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from tmpl2deb.errors import FormatError
-from tmpl2deb.tarstream import BLOCK, _cstr, _parse_pax, normalize, parse_number
+from tmpl2deb.tarstream import BLOCK, _cstr, _parse_pax, normalize, parse_number, writer
 
 __all__ = ["MAGIC", "Truncated", "apply_delta", "write_delta"]
 
@@ -164,16 +164,10 @@ class _Steps:
     """Writes the records, joining runs of copies and of skips."""
 
     def __init__(self, out: int) -> None:
-        self._out = out
+        self.write = writer(out)
         self._op = b""
         self._count = 0
-        self.inserted = 0
         self.write(MAGIC)
-
-    def write(self, data: bytes | memoryview) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._out, view) :]
 
     def run(self, op: bytes) -> None:
         if op != self._op:
@@ -214,7 +208,6 @@ def write_delta(child: int, parent: int, out: int) -> tuple[int, str]:
         children.skip(c.size - (children.offset - c.offset - len(c.header)))
         steps.record(INSERT)
         _send(out, child, c.offset, children.offset - c.offset)
-        steps.inserted += 1
         c = next_member(children)
     if p is not None:
         parents.skip(p.size)
@@ -271,7 +264,7 @@ class _Gather:
     """Writes to fd, gathering small pieces: one write per ~256 KiB, not two per member."""
 
     def __init__(self, fd: int) -> None:
-        self._fd = fd
+        self._write = writer(fd)
         self._pending = bytearray()
 
     def write(self, data: bytes | memoryview) -> None:
@@ -281,17 +274,11 @@ class _Gather:
                 return
             data = b""
         self.flush()
-        _write_all(self._fd, data)
+        self._write(data)
 
     def flush(self) -> None:
-        _write_all(self._fd, self._pending)
+        self._write(self._pending)
         self._pending.clear()
-
-
-def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
-    with memoryview(data) as view:
-        while view:
-            view = view[os.write(fd, view) :]
 
 
 def _pass_member(
