@@ -194,7 +194,7 @@ def spawn(
                 stdin=subprocess.DEVNULL if stdin is None else stdin,
                 stdout=subprocess.PIPE if stdout is None else stdout,
                 stderr=err,
-                )
+            )
         except FileNotFoundError as exc:
             raise CommandError(_missing(args[0]), args) from exc
         for stream in (popen.stdin, popen.stdout):
