@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from tmpl2deb.errors import FormatError
-from tmpl2deb.tarstream import BLOCK, _cstr, _parse_pax, normalize, parse_number, writer
+from tmpl2deb.tarstream import BLOCK, member_name, normalize, parse_number, parse_pax, writer
 
 __all__ = ["MAGIC", "Truncated", "apply_delta", "write_delta"]
 
@@ -144,16 +144,11 @@ def next_member(reader: Reader) -> Member | None:
             data = reader.read(-(-size // BLOCK) * BLOCK)
             header += data
             if kind == ord("x"):
-                pax.update(_parse_pax(data[:size]))
+                pax.update(parse_pax(data[:size]))
             elif kind == ord("L"):
                 longname = data[:size].rstrip(b"\0")
             continue
-        name = pax.get(b"path", longname)
-        if name is None:
-            name = _cstr(block[0:100])
-            if block[257:263] == b"ustar\0" and (prefix := _cstr(block[345:500])):
-                name = prefix + b"/" + name
-        path = normalize(name)
+        path = normalize(member_name(block, pax, longname))
         size = int(pax.get(b"size", size))
         return Member(
             tuple(path.split(b"/")) if path else (), bytes(header), -(-size // BLOCK) * BLOCK, start

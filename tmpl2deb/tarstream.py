@@ -79,7 +79,7 @@ def _signed_checksum(header: bytes) -> int:
     return sum(b - 256 if b > 127 else b for b in header[:148] + header[156:BLOCK]) + 8 * 32
 
 
-def _parse_pax(data: bytes) -> dict[bytes, bytes]:
+def parse_pax(data: bytes) -> dict[bytes, bytes]:
     records: dict[bytes, bytes] = {}
     pos = 0
     while pos < len(data):
@@ -295,7 +295,7 @@ class TarFilter:
         self._hold(data, start)
         payload = data[: self._ext_size]
         if self._ext_type == ord("x"):
-            self._pax.update(_parse_pax(payload))
+            self._pax.update(parse_pax(payload))
         elif self._ext_type == ord("L"):
             self._longname = payload.rstrip(b"\0")
         else:
@@ -335,16 +335,22 @@ class TarFilter:
         self._longname = self._longlink = None
 
     def _member_name(self, block: bytes) -> bytes:
-        if b"path" in self._pax:
-            return self._pax[b"path"]
-        if self._longname is not None:
-            return self._longname
-        name = _cstr(block[0:100])
-        if block[257:263] == b"ustar\0":
-            prefix = _cstr(block[345:500])
-            if prefix:
-                name = prefix + b"/" + name
-        return name
+        return member_name(block, self._pax, self._longname)
+
+
+def member_name(block: bytes, pax: dict[bytes, bytes], longname: bytes | None) -> bytes:
+    """A member's name: from its pax header, else its GNU long name, else the header's
+    ustar prefix and name."""
+    if b"path" in pax:
+        return pax[b"path"]
+    if longname is not None:
+        return longname
+    name = _cstr(block[0:100])
+    if block[257:263] == b"ustar\0":
+        prefix = _cstr(block[345:500])
+        if prefix:
+            name = prefix + b"/" + name
+    return name
 
 
 def _cstr(field: bytes) -> bytes:
