@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ class Reader:
         self.offset = 0
         self.sha256 = hashlib.sha256() if digest else None
         self.trailer = b""  # the end-of-archive block, once next_member() met it
+        self._seek = not digest and stat.S_ISREG(os.fstat(fd).st_mode)
 
     def _refill(self) -> int:
         left = self._end - self._start
@@ -107,6 +109,14 @@ class Reader:
         return True
 
     def skip(self, n: int) -> None:
+        buffered = min(n, self._end - self._start)
+        if self._seek and n > buffered:
+            # a regular file not hashed: members inserted whole are sent from it by offset,
+            # not read through the buffer as well
+            self._take(buffered)
+            os.lseek(self._fd, n - buffered, os.SEEK_CUR)
+            self.offset += n - buffered
+            return
         for _ in self.chunks(n):
             pass
 
