@@ -200,15 +200,14 @@ def spawn(
         for stream in (popen.stdin, popen.stdout):
             if stream is not None:
                 grow_pipe(stream.fileno())
+        process = Process(popen, args, err)
         try:
-            yield Process(popen, args, err)
+            yield process
         finally:
             if popen.poll() is None:
                 popen.kill()
                 popen.wait()
-            for stream in (popen.stdin, popen.stdout):
-                if stream is not None:
-                    stream.close()
+            process.close()
 
 
 @cache
