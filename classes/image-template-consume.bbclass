@@ -49,6 +49,11 @@ python __anonymous() {
     recipe = d.getVar("IMAGE_TEMPLATE_RECIPE")
     if recipe:
         d.appendVarFlag("do_rootfs_install", "depends", " %s:do_image_template_pack" % recipe)
+    # the purge belongs to the package installation, before Isar's locale and initrd steps
+    cmds = (d.getVar("ROOTFS_INSTALL_COMMAND") or "").split()
+    after = "rootfs_install_pkgs_install"
+    cmds.insert(cmds.index(after) + 1 if after in cmds else len(cmds), "image_template_purge")
+    d.setVar("ROOTFS_INSTALL_COMMAND", " ".join(cmds))
 }
 
 # rootfs_prepare is called from a list in do_rootfs_install: name it, and what it reads.
@@ -184,7 +189,7 @@ image_template_report_newer() {
     fi
 }
 
-ROOTFS_INSTALL_COMMAND += "image_template_purge"
+# (put right after rootfs_install_pkgs_install by __anonymous above)
 image_template_purge() {
     if [ -n "${IMAGE_TEMPLATE_REMOVE}" ]; then
         sudo -E chroot '${ROOTFSDIR}' /usr/bin/apt-get purge --yes --autoremove \

@@ -73,6 +73,12 @@ def _parse(top: Path) -> None:
     assert 'IMAGE_TEMPLATE_REMOVE="nano"' in env
     assert "middleware-template-image:do_image_template_pack" in env  # do_rootfs_install[depends]
     assert re.search(r"^python rootfs_prepare ?\(\) \{", env, re.MULTILINE)
+    # the purge is part of the package installation, before Isar's locale and initrd steps
+    commands = re.search(r'^ROOTFS_INSTALL_COMMAND="([^"]*)"', env, re.MULTILINE)
+    assert commands, "no ROOTFS_INSTALL_COMMAND"
+    steps = commands.group(1).split()
+    assert steps[steps.index("rootfs_install_pkgs_install") + 1] == "image_template_purge"
+    assert steps.count("image_template_purge") == 1
     env = bitbake_env(build, "-e", f"{MC}:base-template-image")
     assert re.search(r"^python do_image_template_pack ?\(\) \{", env, re.MULTILINE)
     assert 'IMAGE_TEMPLATE_NAME="base"' in env
