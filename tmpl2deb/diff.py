@@ -102,7 +102,7 @@ def listing(chain: Sequence[Template]) -> dict[str, Entry]:
         entries = _entries(reader, chain[0])
         reader.drain()
         process.wait()
-    check_digest(chain[0], reader.size, reader.sha256.hexdigest())
+    check_digest(chain[0], reader.size, reader.sha256.hexdigest(), chain[1:])
     return entries
 
 

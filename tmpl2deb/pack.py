@@ -321,7 +321,7 @@ def _delta_payload(
             parent_stream.wait()
             compressor.stdin.close()
             compressor.wait()
-        check_digest(parent, size, digest)
+        check_digest(parent, size, digest, chain[1:])
         estimate = _full_estimate(chain, stream.size)
         size = delta.stat().st_size
         if size > DELTA_WORTH * estimate:

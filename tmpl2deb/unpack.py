@@ -80,16 +80,23 @@ def _extract(chain: Sequence[Template], target: Path) -> None:
         decompressor.wait()
         tar.stdin.close()
         tar.wait()
-    check_digest(chain[0], tar_filter.size, tar_filter.sha256.hexdigest())
+    check_digest(chain[0], tar_filter.size, tar_filter.sha256.hexdigest(), chain[1:])
 
 
-def check_digest(template: Template, size: int, digest: str) -> None:
+def check_digest(
+    template: Template, size: int, digest: str, parents: Sequence[Template] = ()
+) -> None:
+    """The rootfs tar rebuilt for template (from its delta and parents, if any) must be the
+    one it records."""
     meta = template.metadata
     if size != meta.rootfs_size or digest != meta.rootfs_sha256:
+        chain = ", ".join(p.name for p in parents)
+        through = f" (rebuilt through {chain})" if parents else ""
         raise IntegrityError(
-            f"{template.source}: rootfs payload of {template.name} does not match its recorded "
-            f"sha256 ({digest[:16]}… != {meta.rootfs_sha256[:16]}…); "
-            "the template is corrupt, fetch it again"
+            f"{template.source}: rootfs payload of {template.name}{through} does not match its "
+            f"recorded sha256 ({digest[:16]}… != {meta.rootfs_sha256[:16]}…); "
+            f"{'a template of the chain' if parents else 'the template'} is corrupt, "
+            "fetch it again"
         )
 
 
@@ -99,37 +106,33 @@ def _progress(done: int) -> None:
 
 @contextmanager
 def rootfs_stream(chain: Sequence[Template]) -> Iterator[Stage]:
-    """A stage whose stdout is the rootfs tar of chain[0] (the caller verifies it): zstd of
+    """A stage whose stdout is the rootfs tar of chain[0], which the caller verifies: zstd of
     a full payload; for a delta, a thread applying the decoded tar delta to the parent's
-    stream (itself rebuilt the same way), checking the parent's digest on the way."""
+    stream (itself rebuilt the same way). The parents' streams are not hashed again: only
+    the right parents rebuild chain[0]'s recorded sha256."""
     with ExitStack() as stack:
         if len(chain) == 1:
             yield stack.enter_context(_decompress(chain[0]))
             return
         parent = stack.enter_context(rootfs_stream(chain[1:]))
         delta = stack.enter_context(_decompress(chain[0]))
-        yield stack.enter_context(_Patched(chain[1], parent, delta))
+        yield stack.enter_context(_Patched(parent, delta))
 
 
 class _Patched:
     """The rootfs tar of a delta template, written to a pipe by a thread that applies the
     decoded tar delta to the parent's tar stream."""
 
-    def __init__(self, parent_template: Template, parent: Stage, delta: Stage) -> None:
+    def __init__(self, parent: Stage, delta: Stage) -> None:
         self._parent, self._delta = parent, delta
         read_fd, self._write_fd = os.pipe()
         grow_pipe(self._write_fd)
         self._stdout = os.fdopen(read_fd, "rb", buffering=0)
         self._error: BaseException | None = None
 
-        def check(size: int, digest: str) -> None:
-            check_digest(parent_template, size, digest)
-
         def apply() -> None:
             try:
-                tardelta.apply_delta(
-                    parent.stdout.fileno(), delta.stdout.fileno(), self._write_fd, check
-                )
+                tardelta.apply_delta(parent.stdout.fileno(), delta.stdout.fileno(), self._write_fd)
             except BaseException as err:  # reported by wait()
                 self._error = err
             finally:
