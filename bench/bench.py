@@ -134,26 +134,22 @@ def run(args: argparse.Namespace, work: Path) -> int:
         args.runs, f"{env_epoch} {' '.join(TMPL2DEB)} pack -q {rootfs} --name bench "
         f"--version 1 -o {out}", out / "tmpl-bench_1_amd64.deb", [])))  # fmt: skip
     deb = next(out.glob("*.deb"))
+    make_tar = f"tar -C {rootfs} -cf - {TAR_FLAGS} --sort=name ."
+    compress = f"zstd -q -T0 -3 > {ref_tar}"
     rows.append(("tar | zstd -T0 -3", median_run(
-        args.runs, f"tar -C {rootfs} -cf - {TAR_FLAGS} --sort=name . | zstd -q -T0 -3 > {ref_tar}",
-        ref_tar, [])))  # fmt: skip
-    # the same plus the sha256 of the tar that a template records, with the OpenSSL sha256
-    # that Python's hashlib uses (coreutils' sha256sum is 3x slower here)
+        args.runs, f"{make_tar} | {compress}", ref_tar, [])))  # fmt: skip
     rows.append(("tar | tee sha256 | zstd", median_run(
-        args.runs, ["bash", "-c", f"tar -C {rootfs} -cf - {TAR_FLAGS} --sort=name . | tee "
-                    f">(openssl dgst -sha256 >/dev/null) | zstd -q -T0 -3 > {ref_tar}; wait $!"],
-        ref_tar, [])))  # fmt: skip
+        args.runs, hashed(make_tar, compress), ref_tar, [])))  # fmt: skip
     rows.append(("dpkg-deb -b (naive)", _dpkg_deb_row(args.runs, rootfs, work)))
     dest, ref_dest = work / "dest", work / "ref-dest"
     rows.append(("tmpl2deb unpack", median_run(
         args.runs, [*TMPL2DEB, "unpack", "-q", str(deb), str(dest)], dest, [dest])))  # fmt: skip
+    decompress = f"mkdir {ref_dest} && zstd -dc {ref_tar}"
+    extract = f"tar -C {ref_dest} -x {TAR_FLAGS}"
     rows.append(("zstd -dc | tar -x", median_run(
-        args.runs, f"mkdir {ref_dest} && zstd -dc {ref_tar} | tar -C {ref_dest} -x "
-        f"{TAR_FLAGS}", ref_dest, [ref_dest])))  # fmt: skip
+        args.runs, f"{decompress} | {extract}", ref_dest, [ref_dest])))  # fmt: skip
     rows.append(("zstd -dc | tee sha256 | tar", median_run(
-        args.runs, ["bash", "-c", f"mkdir {ref_dest} && zstd -dc {ref_tar} | tee >(openssl dgst "
-                    f"-sha256 >/dev/null) | tar -C {ref_dest} -x {TAR_FLAGS}; wait $!"],
-        ref_dest, [ref_dest])))  # fmt: skip
+        args.runs, hashed(decompress, extract), ref_dest, [ref_dest])))  # fmt: skip
     repo, ref_repo = work / "repo", work / "ref-repo"
     rows.append(("tmpl2deb publish", median_run(
         args.runs, [*TMPL2DEB, "publish", "-q", "--repo", str(repo), str(deb)], repo,
@@ -183,6 +179,13 @@ def run(args: argparse.Namespace, work: Path) -> int:
     payload = rows[0][1][3] / rootfs_tar
     print(f"payload / rootfs tar: {payload:.3f}")
     return 0
+
+
+def hashed(upstream: str, downstream: str) -> list[str]:
+    """`upstream | downstream` with the sha256 a template records of the stream in between,
+    by the OpenSSL that Python's hashlib uses (coreutils' sha256sum is 3x slower here)."""
+    tee = "tee >(openssl dgst -sha256 >/dev/null)"
+    return ["bash", "-c", f"{upstream} | {tee} | {downstream}; wait $!"]
 
 
 def _stage_row(runs: int, repo: Path, work: Path) -> list[float]:
