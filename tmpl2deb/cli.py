@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tmpl2deb import __version__, rootfs
+from tmpl2deb import __version__
 from tmpl2deb.errors import Tmpl2debError
+from tmpl2deb.excludes import ExcludeRules
 from tmpl2deb.metadata import DEFAULT_MAINTAINER, parent_field
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ def _read_patterns(files: Sequence[Path]) -> list[str]:
 def cmd_pack(args: _CliArgs) -> None:
     from tmpl2deb.pack import PackOptions, pack
 
-    excludes = rootfs.ExcludeRules.build(
+    excludes = ExcludeRules.build(
         not args.no_default_excludes, [*args.exclude, *_read_patterns(args.exclude_from)]
     )
     options = PackOptions(
@@ -473,8 +474,9 @@ def _add_pack(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         action="append",
         default=[],
         metavar="PATTERN",
-        help="leave out entries matching PATTERN, e.g. '/var/cache/foo/*'; '!PATTERN' "
-        "keeps, '=PATTERN' empties a file (repeatable; default: none)",
+        help="leave out entries matching PATTERN, e.g. '/srv/scratch/*'; '!PATTERN' "
+        "keeps, '=PATTERN' empties a file, '~PATTERN' keeps directories and what packages "
+        "own and drops the rest (repeatable; default: none)",
     )
     p.add_argument(
         "--exclude-from",
@@ -487,7 +489,8 @@ def _add_pack(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument(
         "--no-default-excludes",
         action="store_true",
-        help="do not apply the default host-leak excludes (default: apply them)",
+        help="do not apply the default excludes of host leaks, logs, caches and temporary "
+        "files (default: apply them)",
     )
     delta = p.add_argument_group("delta template")
     delta.add_argument(

@@ -147,8 +147,9 @@ class TemplateMetadata:
         for feature in self.features:
             _check(feature, _WORD_RE, "features")
         for pattern in self.excludes:
-            if "\n" in pattern or not pattern.lstrip("!=").startswith("/"):
-                raise MetadataError("excludes", f"{pattern!r} must start with /, !/ or =/")
+            body = pattern[1:] if pattern[:1] in "!=~" else pattern
+            if "\n" in pattern or not body.startswith("/"):
+                raise MetadataError("excludes", f"{pattern!r} must start with /, !/, =/ or ~/")
         for name in ("added", "removed"):
             for package in getattr(self, name):
                 _check(package, _PACKAGE_RE, name)

@@ -20,6 +20,14 @@ from typing import BinaryIO
 
 from tmpl2deb import debformat, rootfs, tardelta
 from tmpl2deb.errors import CommandError, FormatError, MetadataError, PrivilegeError
+from tmpl2deb.excludes import (
+    DEFAULT_EXCLUDES,
+    DpkgLists,
+    ExcludeRules,
+    OwnedPaths,
+    Selection,
+    read_owned,
+)
 from tmpl2deb.metadata import (
     DEFAULT_MAINTAINER,
     DELTA,
@@ -58,9 +66,7 @@ class PackOptions:
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     signature: str = ""
-    excludes: rootfs.ExcludeRules = field(
-        default_factory=lambda: rootfs.ExcludeRules(rootfs.DEFAULT_EXCLUDES)
-    )
+    excludes: ExcludeRules = field(default_factory=lambda: ExcludeRules(DEFAULT_EXCLUDES))
     level: int = DEFAULT_LEVEL
     maintainer: str = DEFAULT_MAINTAINER
     delta_from: Path | None = None  # parent template (.deb or staging root) to delta against
@@ -439,21 +445,61 @@ def _progress(done: int) -> None:
 def _open_source(
     source: Path, options: PackOptions, stack: ExitStack
 ) -> tuple[int, Process | None, Callable[[Member], Action]]:
-    """The readable fd of the rootfs tar stream, the process producing it, the filter rule."""
+    """The readable fd of the rootfs tar stream, the process producing it, the filter rule.
+    Package-owned paths that the excludes leave out are named in a warning at the end."""
+    selection = options.excludes.select(_owned_paths(source, options))
+    stack.push(lambda failed, *_: _report_lost(selection) if failed is None else None)
     if source.is_dir():
         listing = stack.enter_context(tempfile.NamedTemporaryFile(prefix="tmpl2deb-list-"))  # noqa: SIM115
-        count = rootfs.walk(source, options.excludes, listing)  # type: ignore[arg-type]
+        count = rootfs.walk(source, selection, listing)  # type: ignore[arg-type]
         listing.flush()
         log.debug("%d entries to pack from %s", count, source)
         argv = rootfs.tar_create_argv(source, Path(listing.name), options.mtime)
         tar = stack.enter_context(spawn(argv))
-        return tar.stdout.fileno(), tar, options.excludes.empty_decider()
-    decide = options.excludes.stream_decider()
-    argv_ = rootfs.decompress_argv(source)
-    if argv_ is None:
-        return stack.enter_context(source.open("rb")).fileno(), None, decide
-    decompressor = stack.enter_context(spawn(argv_))
-    return decompressor.stdout.fileno(), decompressor, decide
+        return tar.stdout.fileno(), tar, selection.emptied
+    read_fd, producer = _read_tarball(source, stack)
+    return read_fd, producer, selection.member
+
+
+def _read_tarball(source: Path, stack: ExitStack) -> tuple[int, Process | None]:
+    """The readable fd of a rootfs tarball's tar stream, and its decompressor, if any."""
+    argv = rootfs.decompress_argv(source)
+    if argv is None:
+        return stack.enter_context(source.open("rb")).fileno(), None
+    decompressor = stack.enter_context(spawn(argv))
+    return decompressor.stdout.fileno(), decompressor
+
+
+def _owned_paths(source: Path, options: PackOptions) -> OwnedPaths:
+    """What the rootfs' packages own, from dpkg's file lists (a tarball is read once more
+    for them: its lists come after /dev, /run, /tmp and /var/cache in name order)."""
+    if not options.excludes.patterns:
+        return OwnedPaths()
+    if source.is_dir():
+        return read_owned(source)
+    with ExitStack() as stack:
+        read_fd, producer = _read_tarball(source, stack)
+        lists = TarFilter(lambda _data: None, capture=DpkgLists())
+        try:
+            pump(read_fd, lists)
+        except FormatError as err:
+            pipeline_failed(err, upstream=producer, downstream=None)
+        if producer is not None:
+            producer.wait()
+    return OwnedPaths.from_lists(lists.captured.values())
+
+
+def _report_lost(selection: Selection) -> None:
+    """A warning naming the package-owned paths the excludes left out (the stream is done)."""
+    if selection.lost:
+        names = ", ".join("/" + os.fsdecode(n) for n in sorted(selection.lost)[:10])
+        log.warning(
+            "the excludes leave out %d paths that packages of the rootfs own: %s%s "
+            "(dpkg --verify will report them missing; '!PATTERN' keeps them)",
+            len(selection.lost),
+            names,
+            ", ..." if len(selection.lost) > 10 else "",
+        )
 
 
 @contextmanager

@@ -1,60 +1,17 @@
-"""Root filesystem trees and tarballs: exclude rules, the sorted file walk and the GNU tar flags."""
+"""Root filesystem trees and tarballs: the sorted walk, the GNU tar flags, what a tree holds."""
 
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import stat
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from fnmatch import translate
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from tmpl2deb.errors import FormatError, MetadataError, PrivilegeError
-from tmpl2deb.tarstream import Action, Member
-
-# Host leaks a template must not carry. "/x/*" drops what is below /x but keeps /x itself;
-# "!" re-includes; "=" keeps the entry with its metadata and empties its contents.
-DEFAULT_EXCLUDES: tuple[str, ...] = (
-    "/etc/apt/sources.list",
-    "/etc/apt/sources.list.d/*",
-    "/etc/apt/apt.conf",
-    "/etc/apt/apt.conf.d/*proxy*",
-    "/etc/resolv.conf",
-    "/etc/hosts",
-    "=/etc/machine-id",
-    "/var/lib/apt/lists/*",
-    "/var/cache/apt/*",
-    "/var/log/*",
-    "/tmp/*",
-    "/var/tmp/*",
-    "/proc/*",
-    "/sys/*",
-    "/run/*",
-    "/dev/*",
-    # the static nodes and links mmdebstrap and debootstrap create in /dev
-    *(
-        f"!/dev/{name}"
-        for name in (
-            "console",
-            "full",
-            "null",
-            "ptmx",
-            "random",
-            "tty",
-            "urandom",
-            "zero",
-            "fd",
-            "stdin",
-            "stdout",
-            "stderr",
-            "pts",
-            "shm",
-        )
-    ),  # fmt: skip
-)
+from tmpl2deb.errors import FormatError, PrivilegeError
+from tmpl2deb.excludes import DIRECTORY, Selection
+from tmpl2deb.tarstream import Action
 
 # Flags GNU tar needs to keep everything a root filesystem holds, identical on both sides.
 TAR_ATTR_FLAGS: tuple[str, ...] = (
@@ -112,76 +69,22 @@ def decompress_argv(tarball: Path) -> list[str] | None:
     return None if tool is None else [tool, "--decompress", "--stdout", os.fspath(tarball)]
 
 
-@dataclass(frozen=True, slots=True)
-class ExcludeRules:
-    """Ordered exclude patterns; the last pattern that matches an entry decides."""
-
-    patterns: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        for pattern in self.patterns:
-            if "\n" in pattern or not pattern.lstrip("!=").startswith("/"):
-                raise MetadataError(
-                    "exclude", f"{pattern!r} must be an absolute path pattern like /var/log/*"
-                )
-
-    @classmethod
-    def build(cls, defaults: bool, extra: Iterable[str]) -> ExcludeRules:
-        """The default list (unless disabled) followed by the user's patterns."""
-        return cls((*(DEFAULT_EXCLUDES if defaults else ()), *extra))
-
-    def matcher(self) -> Callable[[bytes], Action]:
-        """Decide for one entry (relative name, no './'), ignoring its parents."""
-        actions = {"!": Action.KEEP, "=": Action.EMPTY}
-        # One regex, last pattern first: the first alternative that matches is the last
-        # pattern in the list, and lastgroup says which one it was.
-        indexed = list(enumerate(self.patterns))[::-1]
-        regex = re.compile(
-            "|".join(f"(?P<p{i}>{translate(p.lstrip('!='))})" for i, p in indexed) or "(?!)"
-        )
-        action_of = {f"p{i}": actions.get(p[0], Action.DROP) for i, p in indexed}
-
-        def decide(name: bytes) -> Action:
-            found = regex.match("/" + os.fsdecode(name))
-            return Action.KEEP if found is None else action_of[str(found.lastgroup)]
-
-        return decide
-
-    def stream_decider(self) -> Callable[[Member], Action]:
-        """Decide for members of a tar stream: everything below a dropped directory is dropped."""
-        decide = self.matcher()
-        dropped: set[bytes] = set()
-
-        def member_action(member: Member) -> Action:
-            parts = member.name.split(b"/")
-            if any(b"/".join(parts[:i]) in dropped for i in range(1, len(parts))):
-                return Action.DROP
-            action = decide(member.name) if member.name else Action.KEEP
-            if action is Action.DROP and member.type == ord("5"):
-                dropped.add(member.name)
-            return action
-
-        return member_action
-
-    def empty_decider(self) -> Callable[[Member], Action]:
-        """Only the '=' rules, for a stream whose entries were already chosen by walk()."""
-        rules = ExcludeRules(tuple(p for p in self.patterns if p.startswith("=")))
-        decide = rules.matcher()
-        return lambda member: Action.EMPTY if decide(member.name) is Action.EMPTY else Action.KEEP
-
-
-def walk(root: Path, rules: ExcludeRules, out: BinaryIO) -> int:
+def walk(root: Path, selection: Selection, out: BinaryIO) -> int:
     """Write './name\\0' for every entry to pack, in GNU tar --sort=name order; return the count.
 
     Excluded directories are not descended into, and neither are other file systems
-    (their mount point itself is kept), like tar --one-file-system.
+    (their mount point itself is kept), like tar --one-file-system. What is left out is
+    noted in the selection (selection.lost: package-owned paths among it).
     """
-    decide = rules.matcher()
     root_bytes = os.fsencode(root)
     try:
         device = os.lstat(root_bytes).st_dev
     except OSError as err:
         raise _read_error(root, err) from err
+
+    def exists(name: bytes) -> bool:
+        return os.path.lexists(root_bytes + b"/" + name)
+
     out.write(b".\0")
     count = 1
     # depth first, each directory's entries sorted by name: the order of tar --sort=name
@@ -191,26 +94,34 @@ def walk(root: Path, rules: ExcludeRules, out: BinaryIO) -> int:
         if entry is None:
             stack.pop()
             continue
-        child, is_dir = entry
-        if decide(child) is Action.DROP:
+        child, kind = entry
+        if selection.entry(child, kind) is Action.DROP:
+            selection.dropped(child, kind == DIRECTORY, exists)
             continue
         out.write(b"./" + child + b"\0")
         count += 1
-        if is_dir and os.lstat(root_bytes + b"/" + child).st_dev == device:
+        if kind == DIRECTORY and os.lstat(root_bytes + b"/" + child).st_dev == device:
             stack.append(iter(_sorted_entries(root_bytes, child)))
     return count
 
 
-def _sorted_entries(root: bytes, rel: bytes) -> list[tuple[bytes, bool]]:
-    """(relative name, is a directory) of the entries of root/rel, sorted by name."""
+def _sorted_entries(root: bytes, rel: bytes) -> list[tuple[bytes, int]]:
+    """(relative name, tar member type: directory, regular or other) of the entries of
+    root/rel, sorted by name."""
     path = root + b"/" + rel if rel else root
     prefix = rel + b"/" if rel else b""
     try:
         with os.scandir(path) as entries:
-            found = [(prefix + e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+            found = [(prefix + e.name, _kind(e)) for e in entries]
     except OSError as err:
         raise _read_error(Path(os.fsdecode(path)), err) from err
     return sorted(found)
+
+
+def _kind(entry: os.DirEntry[bytes]) -> int:
+    if entry.is_dir(follow_symlinks=False):
+        return DIRECTORY
+    return ord("0") if entry.is_file(follow_symlinks=False) else ord("2")
 
 
 def _read_error(path: Path, err: OSError) -> Exception:

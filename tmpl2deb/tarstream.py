@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from enum import Enum
 
@@ -154,7 +154,7 @@ class TarFilter:
         *,
         decide: Callable[[Member], Action] | None = None,
         check: Callable[[Member], None] | None = None,
-        capture: frozenset[bytes] = frozenset(),
+        capture: Container[bytes] = frozenset(),
     ) -> None:
         self._write = write
         self._decide = decide
