@@ -151,7 +151,7 @@ def test_signed_repository_over_http_stage_and_unpack(
         assert status == "tmpl-small:arm64\t2.0\n"  # foreign to the amd64 host dpkg
         # a pinned version that is no longer in the repository
         assert cli("stage", "--source", source, "--arch", "arm64", "tmpl-small=1.0", staging) == 1
-        assert "tmpl-small=1.0 is not in the configured source" in cli.err
+        assert "no version of tmpl-small satisfies tmpl-small=1.0 (the source has 2.0)" in cli.err
     dest = tmp_path / "rootfs"
     assert cli("unpack", staging, dest) == 0, cli.err
     expected = tmp_path / "expected"
@@ -251,7 +251,7 @@ def test_stage_version_relations_and_checks(
         return cli("stage", "--source", source, "--arch", "arm64", *args, staging)
 
     assert stage("tmpl-small (>= 1.3)") == 1
-    assert "the newest tmpl-small is 1.2; tmpl-small (>= 1.3) is wanted" in cli.err
+    assert "no version of tmpl-small satisfies tmpl-small (>= 1.3) (the source has 1.2)" in cli.err
     assert stage("tmpl-small", "--expect-signature", "def") == 1
     assert "has signature 'abc', the build wants 'def' (the template is stale" in cli.err
     assert stage("tmpl-small", "--suite", "trixie") == 1
@@ -262,3 +262,46 @@ def test_stage_version_relations_and_checks(
     assert stage("tmpl-small (>= 1.2)", "--expect-signature", "abc") == 0, cli.err
     assert stage("tmpl-small (<< 2)", "--suite", "trixie", "--allow-mismatch") == 0, cli.err
     assert "warning: template tmpl-small 1.2 has suite 'bookworm'" in cli.err
+
+
+def test_resolve_names_the_template_a_signed_repository_holds(
+    cli: Cli, pack_small: Callable[..., Path], tmp_path: Path, gnupg: Callable[..., str]
+) -> None:
+    """What an Isar image puts in its signature: a new release or new content changes it."""
+    import hashlib
+
+    key = gnupg()
+    repo = tmp_path / "repo"
+    keyring = repo / "archive-keyring.gpg"
+    publish = ("publish", "--repo", repo, "--sign-with", key)
+    assert cli(*publish, pack_small("--version", "1.0")) == 0, cli.err
+
+    def resolve(spec: str, source: str = "") -> list[str]:
+        source = source or f"deb [signed-by={keyring}] {url} bookworm main"
+        assert cli("resolve", "--source", source, "--arch", "arm64", spec) == 0, cli.err
+        return cli.out.split()
+
+    def pool(version: str) -> str:
+        deb = repo / f"pool/main/t/tmpl-small/tmpl-small_{version}_arm64.deb"
+        return hashlib.sha256(deb.read_bytes()).hexdigest()
+
+    with http_server(repo) as url:
+        first = resolve("tmpl-small (>= 1.0)")
+        assert first[:3] == ["tmpl-small", "1.0", pool("1.0")]
+        assert cli("info", "--json", repo / "pool/main/t/tmpl-small/tmpl-small_1.0_arm64.deb") == 0
+        assert first[3] == json.loads(cli.out)["rootfs_sha256"]
+        assert cli(*publish, pack_small("--version", "1.1")) == 0, cli.err
+        newer = resolve("tmpl-small (>= 1.0)")
+        assert newer[1] == "1.1" and newer[2] == pool("1.1") != first[2]
+        assert resolve("tmpl-small (= 1.1)") == newer
+        # other content under the same version: another identity
+        republished = pack_small("--version", "1.1", "--feature", "other")
+        assert cli(*publish, "--force", republished) == 0, cli.err
+        again = resolve("tmpl-small")
+        assert again[1] == "1.1" and again[2] == pool("1.1") != newer[2]
+        assert cli("resolve", "--source", f"deb [signed-by={keyring}] {url} bookworm main",
+                   "--arch", "arm64", "tmpl-small (>> 1.1)") == 1  # fmt: skip
+        assert "no version of tmpl-small satisfies tmpl-small (>> 1.1)" in cli.err
+    assert cli("resolve", "--source", f"deb file:{repo} bookworm main", "tmpl-small") == 1
+    assert "cannot read the template repository" in cli.err and "NO_PUBKEY" in cli.err
+    assert cli.err.count("tmpl2deb: error: ") == 1

@@ -347,6 +347,12 @@ def cmd_stage(args: _CliArgs) -> None:
     print(args.staging)
 
 
+def cmd_resolve(args: _CliArgs) -> None:
+    from tmpl2deb.resolve import resolve
+
+    print(resolve(args.apt_source, args.spec, args.arch).line())
+
+
 def cmd_derive(args: _CliArgs) -> None:
     from tmpl2deb.derive import DeriveOptions, derive
     from tmpl2deb.pack import PackOptions
@@ -686,6 +692,32 @@ def _add_stage(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "tmpl2deb stage --source 'deb [signed-by=/srv/templates/archive-keyring.gpg] "
         "http://repo.example.org/templates bookworm main' tmpl-base staging/",
     )
+    _add_source_spec(p)
+    _add_checks(p)
+    p.add_argument(
+        "staging",
+        type=Path,
+        metavar="STAGING",
+        help="staging root with its own apt and dpkg state (created if needed)",
+    )
+    p.set_defaults(func=cmd_stage)
+
+
+def _add_resolve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _sub(
+        subparsers,
+        "resolve",
+        "Print which template an apt source holds for a spec: PACKAGE VERSION DEB_SHA256 "
+        "ROOTFS_SHA256, read from the source's signed index (nothing installed, no root).",
+        "tmpl2deb resolve --source 'deb [signed-by=/srv/templates/archive-keyring.gpg] "
+        "http://repo.example.org/templates bookworm main' 'tmpl-base (>= 1.0)'",
+    )
+    _add_source_spec(p)
+    p.set_defaults(func=cmd_resolve)
+
+
+def _add_source_spec(p: argparse.ArgumentParser) -> None:
+    """--source LINE, --arch and the template spec of stage and resolve."""
     p.add_argument(
         "--source",
         dest="apt_source",
@@ -701,14 +733,6 @@ def _add_stage(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="template package: the newest, an exact version, or a relation like "
         "'tmpl-base (>= 1.2)'",
     )
-    _add_checks(p)
-    p.add_argument(
-        "staging",
-        type=Path,
-        metavar="STAGING",
-        help="staging root with its own apt and dpkg state (created if needed)",
-    )
-    p.set_defaults(func=cmd_stage)
 
 
 def _add_checks(p: argparse.ArgumentParser, arch_help: str = "") -> None:
@@ -810,6 +834,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_publish,
         _add_list,
         _add_stage,
+        _add_resolve,
         _add_derive,
         _add_diff,
         _add_outdated,

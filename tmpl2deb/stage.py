@@ -102,10 +102,12 @@ class Spec:
         )
 
     def satisfied_by(self, version: str) -> bool:
+        from debian.debian_support import version_compare
+
+        if self.version:
+            return version_compare(version, self.version) == 0
         if not self.op:
             return True
-        from tmpl2deb.repo import version_compare
-
         result = version_compare(version, self.bound)
         return {"<<": result < 0, "<=": result <= 0, "=": result == 0, ">=": result >= 0,
                 ">>": result > 0}[self.op]  # fmt: skip
@@ -200,26 +202,49 @@ def apt(staging: Path, *args: str) -> str:
     return out
 
 
-def candidate(staging: Path, package: str, version: str) -> TemplateMetadata:
-    """The template metadata of PACKAGE[=VERSION] from the staging root's package lists."""
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """One template version of a repository, as its signed index describes it."""
+
+    metadata: TemplateMetadata
+    sha256: str  # of the .deb
+
+    def line(self) -> str:
+        """PACKAGE VERSION DEB_SHA256 ROOTFS_SHA256, as `tmpl2deb resolve` prints it."""
+        meta = self.metadata
+        return f"{meta.package} {meta.version} {self.sha256} {meta.rootfs_sha256}"
+
+
+def versions(root: Path, package: str) -> list[Resolved]:
+    """Every version of template PACKAGE in the package lists of the apt root ROOT."""
     from debian.deb822 import Deb822
 
-    spec = f"{package}={version}" if version else package
     try:
-        text = apt(staging, "apt-cache", "show", "--no-all-versions", spec)
+        text = apt(root, "apt-cache", "show", package)
     except CommandError as err:
-        raise FormatError(f"{spec} is not in the configured source ({err})") from err
-    if not text.strip():
-        raise FormatError(f"{spec} is not in the configured source (no such version)")
-    para = Deb822(text)
-    if "Template-Format" not in para:
-        raise FormatError(f"{package} {para.get('Version', '')} is not a tmpl2deb template")
-    try:
-        return TemplateMetadata.from_control(para)
-    except MetadataError as err:
-        raise FormatError(
-            f"{package} {para.get('Version', '')}: bad template fields ({err})"
-        ) from err
+        raise FormatError(f"{package} is not in the configured source ({err})") from err
+    found = []
+    for para in Deb822.iter_paragraphs(text.splitlines(keepends=True), use_apt_pkg=False):
+        version = para.get("Version", "")
+        if "Template-Format" not in para:
+            raise FormatError(f"{package} {version} is not a tmpl2deb template")
+        try:
+            found.append(Resolved(TemplateMetadata.from_control(para), para.get("SHA256", "")))
+        except MetadataError as err:
+            raise FormatError(f"{package} {version}: bad template fields ({err})") from err
+    return found
+
+
+def choose(root: Path, spec: Spec) -> Resolved:
+    """The newest version of spec.package in ROOT's package lists that satisfies SPEC."""
+    from debian.debian_support import Version
+
+    found = versions(root, spec.package)
+    fitting = [r for r in found if spec.satisfied_by(r.metadata.version)]
+    if not fitting:
+        have = ", ".join(sorted({r.metadata.version for r in found})) or "none"
+        raise FormatError(f"no version of {spec.package} satisfies {spec} (the source has {have})")
+    return max(fitting, key=lambda r: Version(r.metadata.version))
 
 
 def stage(
@@ -244,9 +269,7 @@ def stage(
         (staging / SOURCES).write_text(apt_source.line + "\n")
         log.info("Updating the package lists of %s from %s", staging, apt_source.uri)
         apt(staging, "apt-get", "update", "--error-on=any", "-q")
-        wanted = candidate(staging, package, wanted_spec.version)
-        if not wanted_spec.satisfied_by(wanted.version):
-            raise FormatError(f"the newest {package} is {wanted.version}; {wanted_spec} is wanted")
+        wanted = choose(staging, wanted_spec).metadata
         check_match(wanted, replace(expect, architecture=expect.architecture or architecture))
         log.info("Installing %s %s into %s", package, wanted.version, staging)
         apt(
