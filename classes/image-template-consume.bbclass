@@ -17,6 +17,14 @@
 # apt-get update: IMAGE_PREINSTALL and IMAGE_INSTALL (from isar-apt too) are installed on top,
 # and IMAGE_TEMPLATE_REMOVE purged.
 #
+# A template from a repository (no IMAGE_TEMPLATE_RECIPE) is resolved when bitbake parses
+# the recipe: the newest version in IMAGE_TEMPLATE_SOURCE that satisfies IMAGE_TEMPLATE, read
+# from its signed index (tmpl2deb resolve), is IMAGE_TEMPLATE_RESOLVED, part of the signature
+# of do_rootfs_install: a new release, or other content under the same version, rebuilds the
+# image and everything after it; a pinned version stays put. Exactly that template is staged.
+# With BB_NO_NETWORK the last one resolved is used. The log names the template, and the image
+# records it in ${IMAGE_TEMPLATE_RECORD}.
+#
 # Staleness: with IMAGE_TEMPLATE_RECIPE, do_rootfs_install depends on that recipe's template
 # task, and the signature the template records must be that recipe's current
 # do_rootfs_install hash. If it is not (the repository holds a template made from other
@@ -33,6 +41,10 @@ IMAGE_TEMPLATE_REMOVE ??= ""
 IMAGE_TEMPLATE_ON_STALE ??= "fail"
 IMAGE_TEMPLATE_SOURCE ??= "deb [${@'signed-by=' + d.getVar('IMAGE_TEMPLATE_REPO') + '/archive-keyring.gpg' if d.getVar('IMAGE_TEMPLATE_SIGN_KEY') else 'trusted=yes'}] file://${IMAGE_TEMPLATE_REPO} ${IMAGE_TEMPLATE_CODENAME} main"
 IMAGE_TEMPLATE_STAGING = "${WORKDIR}/image-template-staging"
+# the last template each IMAGE_TEMPLATE_SOURCE + IMAGE_TEMPLATE resolved to (for BB_NO_NETWORK)
+IMAGE_TEMPLATE_RESOLVED_DIR ?= "${DL_DIR}/image-templates/resolved"
+# where the image records the template it was built from (deb822 fields)
+IMAGE_TEMPLATE_RECORD = "/usr/share/tmpl2deb/built-from"
 
 python __anonymous() {
     spec = (d.getVar("IMAGE_TEMPLATE") or "").strip()
@@ -48,7 +60,13 @@ python __anonymous() {
         bb.fatal("%s: IMAGE_TEMPLATE_ON_STALE = \"%s\": use fail, warn or full" % (pn, policy))
     recipe = d.getVar("IMAGE_TEMPLATE_RECIPE")
     if recipe:
+        # made in this build: the dependency on its task carries its identity
         d.appendVarFlag("do_rootfs_install", "depends", " %s:do_image_template_pack" % recipe)
+    else:
+        # from a repository: which template that is now is part of the signature, resolved
+        # at every parse as bitbake does for SRCREV = "${AUTOREV}" (hence not cached)
+        d.setVar("BB_DONT_CACHE", "1")
+        d.setVar("IMAGE_TEMPLATE_RESOLVED", image_template_resolve(d))
     # the purge belongs to the package installation, before Isar's locale and initrd steps
     cmds = (d.getVar("ROOTFS_INSTALL_COMMAND") or "").split()
     after = "rootfs_install_pkgs_install"
@@ -58,12 +76,58 @@ python __anonymous() {
 
 # rootfs_prepare is called from a list in do_rootfs_install: name it, and what it reads.
 do_rootfs_install[vardeps] += "rootfs_prepare image_template_stage image_template_bootstrap \
-    IMAGE_TEMPLATE IMAGE_TEMPLATE_SOURCE IMAGE_TEMPLATE_REMOVE IMAGE_TEMPLATE_ON_STALE"
+    IMAGE_TEMPLATE IMAGE_TEMPLATE_SOURCE IMAGE_TEMPLATE_REMOVE IMAGE_TEMPLATE_ON_STALE \
+    IMAGE_TEMPLATE_RESOLVED"
+IMAGE_TEMPLATE_RESOLVED ??= ""
+
+# PACKAGE VERSION DEB_SHA256 ROOTFS_SHA256 of the newest template in IMAGE_TEMPLATE_SOURCE
+# that satisfies IMAGE_TEMPLATE (tmpl2deb resolve: apt reads the signed index), or
+# "unresolved: WHY" (rootfs_prepare then stops with WHY). With BB_NO_NETWORK, and a source
+# that is not a local file: URI, the last one resolved (" offline" appended).
+def image_template_resolve(d):
+    import hashlib, os, subprocess
+    source, spec, arch = (d.getVar(v) for v in ("IMAGE_TEMPLATE_SOURCE", "IMAGE_TEMPLATE",
+                                                "DISTRO_ARCH"))
+    key = hashlib.sha256(("%s\n%s\n%s" % (source, spec, arch)).encode()).hexdigest()[:24]
+    record = os.path.join(d.getVar("IMAGE_TEMPLATE_RESOLVED_DIR"), key)
+    words = (source.split("]", 1)[1] if "[" in source else source.split(None, 1)[-1]).split()
+    uri = words[0] if words else ""
+    if bb.utils.to_boolean(d.getVar("BB_NO_NETWORK")) and not uri.startswith("file:"):
+        try:
+            with open(record) as f:
+                return f.read().strip() + " offline"
+        except OSError:
+            return ("unresolved: BB_NO_NETWORK is set and %s was never resolved from %s "
+                    "with network" % (spec, source))
+    env = dict(os.environ)
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        if d.getVar(name):
+            env[name] = d.getVar(name)
+    argv = d.getVar("TMPL2DEB").split() + ["-q", "resolve", "--source", source, "--arch", arch,
+                                           spec]
+    result = subprocess.run(argv, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines() or ["exit status %d" % result.returncode]
+        return "unresolved: " + lines[-1].replace("tmpl2deb: error: ", "")
+    line = result.stdout.strip()
+    bb.utils.mkdirhier(os.path.dirname(record))
+    with open(record + ".new", "w") as f:
+        f.write(line + "\n")
+    os.replace(record + ".new", record)
+    return line
+image_template_resolve[vardepsexclude] = "BB_NO_NETWORK"
 do_rootfs_install[network] = "${TASK_USE_SUDO}"
 
 python rootfs_prepare() {
     import json, os
     recipe = d.getVar("IMAGE_TEMPLATE_RECIPE")
+    resolved = (d.getVar("IMAGE_TEMPLATE_RESOLVED") or "").split()
+    if resolved[:1] == ["unresolved:"]:
+        bb.fatal("IMAGE_TEMPLATE = \"%s\" from %s: %s" % (d.getVar("IMAGE_TEMPLATE"),
+                 d.getVar("IMAGE_TEMPLATE_SOURCE"), " ".join(resolved[1:])))
+    if resolved:
+        # exactly the template the signature names
+        d.setVar("IMAGE_TEMPLATE_STAGE_SPEC", "%s=%s" % (resolved[0], resolved[1]))
     # the signature a template made by IMAGE_TEMPLATE_RECIPE in this build must record
     expected = image_template_rootfs_hash(d, recipe)
     if recipe and not expected:
@@ -94,6 +158,21 @@ python rootfs_prepare() {
             d.appendVar("ROOTFS_PACKAGES", " " + " ".join(names))
             bb.build.exec_func("image_template_bootstrap", d)
             return
+    if resolved and meta["rootfs_sha256"] != resolved[3]:
+        bb.fatal("%s %s in %s is not the template this build resolved when it parsed (rootfs "
+                 "sha256 %s, now %s): it was republished meanwhile; run bitbake again"
+                 % (meta["package"], meta["version"], d.getVar("IMAGE_TEMPLATE_SOURCE"),
+                    resolved[3], meta["rootfs_sha256"]))
+    bb.plain("%s: building from template %s %s (rootfs sha256 %s%s)%s" % (
+        d.getVar("PN"), meta["package"], meta["version"], meta["rootfs_sha256"],
+        ", .deb sha256 " + resolved[2] if resolved else "",
+        ", as last resolved (BB_NO_NETWORK)" if resolved[4:] == ["offline"] else ""))
+    with open(d.expand("${WORKDIR}/image-template-record"), "w") as f:
+        f.write("Template-Package: %s\nTemplate-Version: %s\nTemplate-Rootfs-Sha256: %s\n"
+                % (meta["package"], meta["version"], meta["rootfs_sha256"]))
+        if resolved:
+            f.write("Template-Deb-Sha256: %s\n" % resolved[2])
+        f.write("Template-Source: %s\n" % d.getVar("IMAGE_TEMPLATE_SOURCE"))
     with open(d.expand("${WORKDIR}/image-template-parent"), "w") as f:
         f.write("--parent=%s=%s --parent-sha256=%s\n"
                 % (meta["package"], meta["version"], meta["rootfs_sha256"]))
@@ -142,11 +221,12 @@ image_template_changes[vardepsexclude] = "STAMPS_DIR"
 
 image_template_stage() {
     sudo rm -rf "${IMAGE_TEMPLATE_STAGING}" "${WORKDIR}/image-template-parent" \
-        "${WORKDIR}/image-template-delta"
+        "${WORKDIR}/image-template-delta" "${WORKDIR}/image-template-record"
     sudo ${TMPL2DEB} stage --source "${IMAGE_TEMPLATE_SOURCE}" --arch "${DISTRO_ARCH}" \
         --distro "${BASE_DISTRO}" --suite "${BASE_DISTRO_CODENAME}" \
-        "${IMAGE_TEMPLATE}" "${IMAGE_TEMPLATE_STAGING}"
+        "${IMAGE_TEMPLATE_STAGE_SPEC}" "${IMAGE_TEMPLATE_STAGING}"
 }
+IMAGE_TEMPLATE_STAGE_SPEC ?= "${IMAGE_TEMPLATE}"
 
 image_template_unpack() {
     sudo ${TMPL2DEB} unpack --package "${IMAGE_TEMPLATE_PACKAGE}" "${IMAGE_TEMPLATE_STAGING}" \
@@ -158,6 +238,9 @@ image_template_unpack() {
     # image_install_localepurge_install is not idempotent: it appends to locale.gen (restored
     # from the bootstrap above) and links /etc/locale.conf (made again by it).
     sudo rm -f "${ROOTFSDIR}/etc/locale.conf"
+    # what the image was built from, for the device to tell
+    sudo install -D -m 0644 "${WORKDIR}/image-template-record" \
+        "${ROOTFSDIR}${IMAGE_TEMPLATE_RECORD}"
 }
 
 # Isar's own rootfs_prepare, for IMAGE_TEMPLATE_ON_STALE = "full"
