@@ -85,13 +85,15 @@ IMAGE_TEMPLATE_RESOLVED ??= ""
 # "unresolved: WHY" (rootfs_prepare then stops with WHY). With BB_NO_NETWORK, and a source
 # that is not a local file: URI, the last one resolved (" offline" appended).
 def image_template_resolve(d):
-    import hashlib, os, subprocess
+    import hashlib, os, re, subprocess
     source, spec, arch = (d.getVar(v) for v in ("IMAGE_TEMPLATE_SOURCE", "IMAGE_TEMPLATE",
                                                 "DISTRO_ARCH"))
     key = hashlib.sha256(("%s\n%s\n%s" % (source, spec, arch)).encode()).hexdigest()[:24]
     record = os.path.join(d.getVar("IMAGE_TEMPLATE_RESOLVED_DIR"), key)
-    words = (source.split("]", 1)[1] if "[" in source else source.split(None, 1)[-1]).split()
-    uri = words[0] if words else ""
+    found = re.match(r"\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)", source or "")
+    if not found:
+        return "unresolved: IMAGE_TEMPLATE_SOURCE %r is not an apt source line" % source
+    uri = found.group(1)
     if bb.utils.to_boolean(d.getVar("BB_NO_NETWORK")) and not uri.startswith("file:"):
         try:
             with open(record) as f:
