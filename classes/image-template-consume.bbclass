@@ -105,7 +105,7 @@ def image_template_resolve(d):
     for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
         if d.getVar(name):
             env[name] = d.getVar(name)
-    argv = d.getVar("TMPL2DEB").split() + ["-q", "resolve", "--source", source, "--arch", arch,
+    argv = d.getVar("TMPL2DEB").split() + ["resolve", "-q", "--source", source, "--arch", arch,
                                            spec]
     result = subprocess.run(argv, capture_output=True, text=True, env=env)
     if result.returncode != 0:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import sh
+from tests.conftest import Cli, sh
 
 PROJECT = Path(__file__).resolve().parent.parent
 ISAR = os.environ.get("TMPL2DEB_ISAR_DIR", "")
@@ -56,7 +56,8 @@ def test_layer_parses_and_wires_the_tasks() -> None:
         shutil.rmtree(top, ignore_errors=True)
 
 
-def _parse(top: Path) -> None:
+def _setup(top: Path) -> Path:
+    """A build directory in TOP with a copy of the layer; return the build directory."""
     build = top / "build"
     layer = top / "layer"
     for name in ("conf", "classes", "recipes-templates", "tmpl2deb"):
@@ -68,6 +69,11 @@ def _parse(top: Path) -> None:
     (build / "conf/bblayers.conf").write_text(bblayers)
     local = (sample / "local.conf.sample").read_text()
     (build / "conf/local.conf").write_text(local + '\nBBMULTICONFIG = "qemuamd64-bookworm"\n')
+    return build
+
+
+def _parse(top: Path) -> None:
+    build = _setup(top)
     env = bitbake_env(build, "-e", f"{MC}:app-image")
     assert 'IMAGE_TEMPLATE="tmpl-middleware"' in env
     assert 'IMAGE_TEMPLATE_REMOVE="nano"' in env
@@ -82,3 +88,47 @@ def _parse(top: Path) -> None:
     env = bitbake_env(build, "-e", f"{MC}:base-template-image")
     assert re.search(r"^python do_image_template_pack ?\(\) \{", env, re.MULTILINE)
     assert 'IMAGE_TEMPLATE_NAME="base"' in env
+
+
+PROBE = """\
+LICENSE = "MIT"
+LIC_FILES_CHKSUM = "file://${LAYERDIR_core}/licenses/COPYING.MIT;md5=838c366f69b72c5df05c96dff79b35f2"
+inherit image
+inherit image-template-consume
+IMAGE_TEMPLATE = "tmpl-small (>= 1.0)"
+IMAGE_TEMPLATE_SOURCE = "deb [trusted=yes] file:%s bookworm main"
+"""
+
+
+@pytest.mark.skipif(not ISAR, reason="TMPL2DEB_ISAR_DIR not set (path of an Isar checkout)")
+def test_a_new_release_changes_the_signature(cli: Cli, small_tree: Path) -> None:
+    """Without IMAGE_TEMPLATE_RECIPE, the template the repository holds now is resolved at
+    every parse and is a variable of do_rootfs_install's signature."""
+    top = Path(tempfile.mkdtemp(prefix="tmpl2deb-isar-parse-", dir="/var/tmp"))
+    try:
+        build = _setup(top)
+        repo = top / "repo"
+        out = top / "out"
+        out.mkdir()
+        recipe = top / "layer/recipes-templates/images/probe-image.bb"
+        recipe.write_text(PROBE % repo)
+        resolved = re.compile(r'^IMAGE_TEMPLATE_RESOLVED="([^"]*)"', re.MULTILINE)
+
+        def release(version: str) -> str:
+            pack = ("pack", small_tree, "--name", "small", "--arch", "amd64", "-o", out)
+            assert cli(*pack, "--version", version) == 0, cli.err
+            assert cli("publish", "--repo", repo, cli.out.strip()) == 0, cli.err
+            env = bitbake_env(build, "-e", f"{MC}:probe-image")
+            found = resolved.search(env)
+            assert found, "no IMAGE_TEMPLATE_RESOLVED"
+            return found.group(1)
+
+        first = release("1.0")
+        assert first.startswith("tmpl-small 1.0 ")
+        second = release("1.1")
+        assert second.startswith("tmpl-small 1.1 ") and second.split()[2] != first.split()[2]
+        recipe.write_text((PROBE % repo).replace("(>= 1.0)", "(= 1.0)"))
+        env = bitbake_env(build, "-e", f"{MC}:probe-image")
+        assert "unresolved: no version of tmpl-small satisfies tmpl-small (= 1.0)" in env
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
