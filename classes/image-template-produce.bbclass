@@ -39,9 +39,13 @@ python do_image_template_pack() {
     if not signature:
         bb.fatal("image-template-produce: no task hash for do_rootfs_install of %s" % d.getVar("PN"))
     d.setVar("IMAGE_TEMPLATE_SIGNATURE", signature)
+    bb.build.exec_func("image_template_initrd_prepare", d)
+    # for the images made from the template: the locales it went through Isar's step with
+    with open(d.expand("${WORKDIR}/image-template-locales"), "w") as f:
+        f.write(image_template_locale_record(d))
     bb.build.exec_func("image_template_pack", d)
 }
-do_image_template_pack[vardeps] += "image_template_pack"
+do_image_template_pack[vardeps] += "image_template_pack image_template_initrd_prepare"
 do_image_template_pack[network] = "${TASK_USE_SUDO}"
 do_image_template_pack[cleandirs] = "${IMAGE_TEMPLATE_OUT}"
 do_image_template_pack[lockfiles] = "${IMAGE_TEMPLATE_REPO_LOCK}"
@@ -64,6 +68,8 @@ image_template_pack() {
             parent="$parent $(cat "${WORKDIR}/image-template-delta")"
         fi
     fi
+    sudo install -D -m 0644 "${WORKDIR}/image-template-locales" \
+        "${IMAGE_ROOTFS}/var/lib/tmpl2deb/locales"
     deb=$(sudo SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH}" ${TMPL2DEB} pack "${IMAGE_ROOTFS}" \
         --name "${IMAGE_TEMPLATE_NAME}" --version "${IMAGE_TEMPLATE_VERSION}" \
         --arch "${DISTRO_ARCH}" --signature "${IMAGE_TEMPLATE_SIGNATURE}" \

@@ -32,6 +32,8 @@ def test_man_page_matches_help(tmp_path: Path) -> None:
         "publish",
         "list",
         "stage",
+        "resolve",
+        "initrd",
         "derive",
         "diff",
         "outdated",

@@ -80,6 +80,8 @@ class _CliArgs(argparse.Namespace):
     old: Path
     new: Path
     files: bool
+    action: str
+    context: list[str]
 
 
 def source_date_epoch(environ: dict[str, str] | os._Environ[str]) -> int:
@@ -351,6 +353,27 @@ def cmd_resolve(args: _CliArgs) -> None:
     from tmpl2deb.resolve import resolve
 
     print(resolve(args.apt_source, args.spec, args.arch).line())
+
+
+def cmd_initrd(args: _CliArgs) -> None:
+    from tmpl2deb import initrd
+
+    context = dict(_key_value(item) for item in args.context)
+    path = args.rootfs / initrd.RECORD
+    if args.action == "record":
+        initrd.write_record(path, initrd.record(args.rootfs, context))
+        print(path)
+        return
+    old = initrd.read_record(path)
+    for change in initrd.changes(args.rootfs, context, old) if old else [f"no record {path}"]:
+        print(change)
+
+
+def _key_value(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise Tmpl2debError(f"--context {item!r}: expected KEY=VALUE")
+    return key, value
 
 
 def cmd_derive(args: _CliArgs) -> None:
@@ -716,6 +739,29 @@ def _add_resolve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     p.set_defaults(func=cmd_resolve)
 
 
+def _add_initrd(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _sub(
+        subparsers,
+        "initrd",
+        "Record what the initrds in a rootfs' /boot were made from (record), or print what of "
+        "it changed since, one input per line, nothing when the initrd can be reused (check).",
+        "tmpl2deb initrd check /srv/rootfs --context 'cmdline=update-initramfs -u -k all'",
+    )
+    p.add_argument("action", choices=("record", "check"), help="record, or check against it")
+    p.add_argument(
+        "rootfs", type=Path, metavar="ROOTFS", help="the root filesystem (record: var/lib/tmpl2deb)"
+    )
+    p.add_argument(
+        "--context",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="what else decides the initrd, e.g. the generator's command line (repeatable; "
+        "default: none)",
+    )
+    p.set_defaults(func=cmd_initrd)
+
+
 def _add_source_spec(p: argparse.ArgumentParser) -> None:
     """--source LINE, --arch and the template spec of stage and resolve."""
     p.add_argument(
@@ -835,6 +881,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_list,
         _add_stage,
         _add_resolve,
+        _add_initrd,
         _add_derive,
         _add_diff,
         _add_outdated,
