@@ -3,7 +3,7 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST := TMPL2DEB_REQUIRE_TOOLS=1 TMPL2DEB_REQUIRE_ROOT=1 $(PY) -m pytest
-DEBS   := python3-debian python3-apt python3-arpy python3-pytest python3-venv python3-pip cpio \
+DEBS   := python3-debian python3-arpy python3-pytest python3-venv python3-pip cpio \
           flit tar zstd xz-utils gzip binutils dpkg-dev mmdebstrap lintian acl attr libcap2-bin \
           reprepro gnupg gpgv ca-certificates man-db groff-base \
           debhelper dh-python pybuild-plugin-pyproject python3-all

@@ -4,7 +4,7 @@
 # Isar's rootfs tasks already work on ${IMAGE_ROOTFS} from the host with sudo, and a template
 # is made of (and unpacked into) exactly that tree. Running the layer's copy means a user who
 # only adds this layer gets the tmpl2deb that matches its classes. Host packages it needs:
-# python3-debian python3-apt python3-arpy zstd reprepro gpg (or install the tmpl2deb package
+# python3-debian python3-arpy zstd reprepro gpg (or install the tmpl2deb package
 # and set TMPL2DEB = "tmpl2deb").
 
 TMPL2DEB ?= "env PYTHONPATH=${LAYERDIR_tmpl2deb} /usr/bin/python3 -m tmpl2deb"

@@ -11,6 +11,7 @@ from tmpl2deb.errors import MetadataError
 from tmpl2deb.metadata import (
     PackageInfo,
     TemplateMetadata,
+    check_version,
     deb_filename,
     package_name,
     parent_field,
@@ -114,3 +115,14 @@ def test_from_json_rejects_unknown_keys() -> None:
 def test_from_control_requires_template_format() -> None:
     with pytest.raises(MetadataError, match="not a tmpl2deb template"):
         TemplateMetadata.from_control({"Package": "bash", "Version": "5.2"})
+
+
+@pytest.mark.parametrize("version", ["1.0-beta-1", "2:1.2-3", "1.0~rc1+dfsg-0.1", "0+20240101.1"])
+def test_every_debian_version_is_accepted(version: str) -> None:
+    check_version(version)
+
+
+@pytest.mark.parametrize("version", ["one", "1.0 x", "1.0-", "1:", "", "-1"])
+def test_what_dpkg_refuses_is_refused(version: str) -> None:
+    with pytest.raises(MetadataError, match="is not a Debian version"):
+        check_version(version)

@@ -305,3 +305,18 @@ def test_resolve_names_the_template_a_signed_repository_holds(
     assert cli("resolve", "--source", f"deb file:{repo} bookworm main", "tmpl-small") == 1
     assert "cannot read the template repository" in cli.err and "NO_PUBKEY" in cli.err
     assert cli.err.count("tmpl2deb: error: ") == 1
+
+
+def test_publish_needs_no_python3_apt(
+    cli: Cli, pack_small: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain virtualenv has python-debian but no apt_pkg: the second publish compares
+    versions, and must not need it."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "apt_pkg", None)  # import apt_pkg now raises ImportError
+    repo = tmp_path / "repo"
+    assert cli("publish", "--repo", repo, pack_small("--version", "1.0")) == 0, cli.err
+    assert cli("publish", "--repo", repo, pack_small("--version", "1.1")) == 0, cli.err
+    assert cli("publish", "--repo", repo, pack_small("--version", "1.0-beta-1")) == 1
+    assert "older" in cli.err or "newer" in cli.err, cli.err

@@ -22,7 +22,6 @@ FULL, DELTA = (
 
 _PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
-_VERSION_RE = re.compile(r"(?:[0-9]+:)?[0-9][A-Za-z0-9.+~]*(?:-[A-Za-z0-9.+~]+)?")
 _ARCH_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
 _WORD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:-]*")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -51,8 +50,16 @@ def check_package(package: str) -> None:
 
 
 def check_version(version: str) -> None:
-    """Raise MetadataError unless VERSION is a valid Debian version."""
-    if not _VERSION_RE.fullmatch(version):
+    """Raise MetadataError unless VERSION is a valid Debian version (python-debian's parser,
+    and, as dpkg --validate-version and policy want, an upstream part starting with a digit
+    and no empty revision)."""
+    from debian.debian_support import Version
+
+    try:
+        upstream = Version(version).upstream_version or ""
+    except ValueError:
+        upstream = ""
+    if not upstream[:1].isdigit() or version.endswith("-"):
         raise MetadataError("version", f"{version!r} is not a Debian version (e.g. 1.0 or 2:1.2-3)")
 
 

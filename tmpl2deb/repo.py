@@ -7,7 +7,6 @@ import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,18 +25,12 @@ DISTRIBUTIONS = Path("conf/distributions")
 ISAR_ARCHITECTURES = ("i386", "armhf", "arm64", "amd64", "mipsel", "riscv64")
 
 
-@cache
-def _apt_pkg():  # type: ignore[no-untyped-def]
-    import apt_pkg  # python3-apt; imported late, it reads the apt configuration
-
-    apt_pkg.init_config()
-    apt_pkg.init_system()
-    return apt_pkg
-
-
 def version_compare(a: str, b: str) -> int:
-    """Compare two Debian versions as dpkg does: <0, 0 or >0."""
-    return int(_apt_pkg().version_compare(a, b))
+    """Compare two Debian versions as dpkg does: <0, 0 or >0 (python-debian: no python3-apt
+    needed, so a plain virtualenv with python-debian publishes too)."""
+    from debian.debian_support import version_compare as compare
+
+    return int(compare(a, b))
 
 
 @dataclass(frozen=True, slots=True)
