@@ -314,7 +314,8 @@ def test_publish_needs_no_python3_apt(
     versions, and must not need it."""
     import sys
 
-    monkeypatch.setitem(sys.modules, "apt_pkg", None)  # import apt_pkg now raises ImportError
+    modules: dict[str, object] = sys.modules  # type: ignore[assignment]
+    monkeypatch.setitem(modules, "apt_pkg", None)  # import apt_pkg now raises ImportError
     repo = tmp_path / "repo"
     assert cli("publish", "--repo", repo, pack_small("--version", "1.0")) == 0, cli.err
     assert cli("publish", "--repo", repo, pack_small("--version", "1.1")) == 0, cli.err
