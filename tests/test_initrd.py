@@ -40,6 +40,7 @@ def make_rootfs(root: Path) -> Path:
         "usr/share/initramfs-tools/hooks/udev": "#!/bin/sh\n",
         "usr/bin/kmod": "kmod binary",
         "usr/bin/hello": "not in the initrd",
+        "etc/ld.so.cache": "the rootfs' cache",
     }
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -65,12 +66,14 @@ def make_rootfs(root: Path) -> Path:
     (main / "usr/sbin").mkdir()
     (main / "usr/sbin/modprobe").symlink_to("../bin/kmod")
     (main / "init").write_text("#!/bin/sh\n")
+    (main / "etc").mkdir()
+    (main / "etc/ld.so.cache").write_text("made by ldconfig -r in the initrd")
     early_cpio = _cpio(early, ["kernel", "kernel/x86", "kernel/x86/microcode",
                                "kernel/x86/microcode/AuthenticAMD.bin"])  # fmt: skip
     main_names = [".", "init", "usr", "usr/lib", "usr/lib/modules", f"usr/lib/modules/{KVER}",
                   f"usr/lib/modules/{KVER}/kernel", f"usr/lib/modules/{KVER}/kernel/drivers",
                   f"usr/lib/modules/{KVER}/kernel/drivers/a.ko", "usr/bin", "usr/bin/kmod",
-                  "usr/sbin", "usr/sbin/modprobe"]  # fmt: skip
+                  "usr/sbin", "usr/sbin/modprobe", "etc", "etc/ld.so.cache"]  # fmt: skip
     compressed = subprocess.run(
         ["zstd", "-q", "-c"], input=_cpio(main, main_names), capture_output=True, check=True
     ).stdout
@@ -99,6 +102,10 @@ def test_unchanged_inputs_and_each_kind_of_change(tmp_path: Path) -> None:
     (root / "var/lib/dpkg/status").write_text(
         (root / "var/lib/dpkg/status").read_text().replace("2.10-3", "2.10-4")
     )
+    assert initrd.changes(root, CONTEXT, old) == []
+    # nor does a new library: the initrd's ld.so.cache is made from its own libraries
+    (root / "etc/ld.so.cache").write_text("the rootfs' cache, with a new library")
+    assert "etc/ld.so.cache" not in old.inputs
     assert initrd.changes(root, CONTEXT, old) == []
     # a new hook, a changed file of the initrd, a new module, another generator command line
     (root / "etc/initramfs-tools/hooks").mkdir()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -49,6 +50,12 @@ _CONFIG = (
     "usr/bin/dracut",
 )
 _PICKED = ("usr/lib/firmware",)
+# Members the generator makes in the initrd from other members (ldconfig -r, depmod -b), not
+# copies of the rootfs' files of that name: their inputs are recorded, they are not.
+_GENERATED = re.compile(
+    r"etc/ld\.so\.cache|usr/lib/modules/[^/]+/modules\.[a-z.]*bin|"
+    r"usr/lib/modules/[^/]+/modules\.(dep|alias|softdep|symbols|devname)"
+)
 _CPIO_MAGIC = (b"070701", b"070702")
 _DECOMPRESSORS = (
     (b"\x28\xb5\x2f\xfd", ["zstd", "-dc"]),
@@ -234,6 +241,8 @@ def inputs(root: Path, context: dict[str, str], members: Iterable[str]) -> Recor
     found.update({p: _fingerprint(root, p, False) for p in picked})
     for name in members:  # by content, also where a picked tree has the path by size
         rel = os.path.normpath(name).lstrip("/")
+        if _GENERATED.fullmatch(rel):
+            continue
         if rel != "." and found.get(rel, "s:").startswith("s:"):
             found[rel] = _fingerprint(root, rel, True)
     # directories (and merged-/usr links like /lib) are in many packages' lists: files only
