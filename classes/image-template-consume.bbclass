@@ -13,9 +13,9 @@
 # architecture, distro and suite, and unpacks it as ${ROOTFSDIR}. It restores the build's own
 # apt sources and package lists from the bootstrap (the template carries none), and does not
 # run chroot-setup.sh again (the template was captured with its state, which
-# do_rootfs_finalize cleans up). Then Isar's package installation runs as usual, after a full
-# apt-get update: IMAGE_PREINSTALL and IMAGE_INSTALL (from isar-apt too) are installed on top,
-# and IMAGE_TEMPLATE_REMOVE purged.
+# do_rootfs_finalize cleans up). Then Isar's package installation runs as usual, with the
+# bootstrap's package lists as in a plain build: IMAGE_PREINSTALL and IMAGE_INSTALL (from
+# isar-apt too) are installed on top, and IMAGE_TEMPLATE_REMOVE purged.
 #
 # A template from a repository (no IMAGE_TEMPLATE_RECIPE) is resolved when bitbake parses
 # the recipe: the newest version in IMAGE_TEMPLATE_SOURCE that satisfies IMAGE_TEMPLATE, read
@@ -250,17 +250,10 @@ image_template_bootstrap() {
     sudo "${ROOTFSDIR}/chroot-setup.sh" "setup" "${ROOTFSDIR}"
 }
 
-# A full apt-get update (Isar refreshes only isar-apt), with the build's resolv.conf, which
-# rootfs_install_clean_files removes again. No Translation files: the bootstrap has none,
-# and an image build does not read them (6 MB and a second of parsing for bookworm).
-ROOTFS_INSTALL_COMMAND =+ "image_template_apt_update"
-image_template_apt_update() {
-    if [ -z "${BB_NO_NETWORK}" ] || [ "${BB_NO_NETWORK}" = "0" ]; then
-        sudo cp -rL /etc/resolv.conf '${ROOTFSDIR}/etc'
-    fi
-    sudo -E chroot '${ROOTFSDIR}' /usr/bin/apt-get -o Acquire::Languages=none update
-    image_template_report_newer
-}
+# The package lists are the bootstrap's (restored in rootfs_prepare), as in a plain build of
+# the same image: Isar then refreshes only isar-apt. A full apt-get update here would let the
+# image from the template see other versions than the plain build.
+ROOTFS_INSTALL_COMMAND =+ "image_template_report_newer"
 
 # What the build's apt sources have newer than the template (apt's own simulation): a
 # template from another team may lag behind the mirror. A warning, the build goes on.

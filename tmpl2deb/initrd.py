@@ -276,6 +276,7 @@ def changes(root: Path, context: dict[str, str], old: Record) -> list[str]:
         f"/{path}"
         for path in sorted({*old.inputs, *now.inputs})
         if old.inputs.get(path, "-") != now.inputs.get(path, "-")
+        and not (_GENERATED.fullmatch(path) and path not in now.inputs)  # (older records)
     ]
 
 
