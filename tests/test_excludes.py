@@ -46,7 +46,8 @@ OWNED = OwnedPaths.from_lists(
         (b"var/log/journal", DIRECTORY, Action.KEEP),
         (b"var/log/nginx", DIRECTORY, Action.KEEP),
         (b"var/log/README", LINK, Action.KEEP),  # owned symlink
-        (b"var/log/unowned-link", LINK, Action.DROP),
+        (b"var/log/unowned-link", LINK, Action.KEEP),  # systemd-tmpfiles' /var/log/README
+        (b"run/shm", LINK, Action.KEEP),
         (b"var/log/owned.log", REG, Action.EMPTY),  # owned: kept, emptied
         (b"var/cache/apt/archives/partial", DIRECTORY, Action.KEEP),
         (b"var/cache/apt/pkgcache.bin", REG, Action.DROP),
@@ -125,6 +126,9 @@ def _tree_with_packages(root: Path) -> Path:
     (root / "var/log/README").symlink_to("../../usr/share/doc/systemd/README.logs")
     (root / "var/log/pkg.log").write_text("shipped by a package\n")
     (root / "var/log/dpkg.log").write_text("build log\n")
+    (root / "var/log/fifo").mkdir()
+    os.mkfifo(root / "var/log/fifo/node")  # a node no package owns: dropped like a file
+    (root / "var/log/build-link").symlink_to("dpkg.log")  # links are kept
     return root
 
 
@@ -147,6 +151,8 @@ def test_walk_cleans_and_notes_lost(tmp_path: Path) -> None:
     assert names == [
         "./var/log",
         "./var/log/README",
+        "./var/log/build-link",
+        "./var/log/fifo",
         "./var/log/journal",
         "./var/log/nginx",
         "./var/log/pkg.log",
@@ -186,6 +192,8 @@ def test_pack_keeps_package_owned_log_paths(
     assert sorted(entries) == [
         "./var/log",
         "./var/log/README",
+        "./var/log/build-link",
+        "./var/log/fifo",
         "./var/log/journal",
         "./var/log/nginx",
         "./var/log/pkg.log",

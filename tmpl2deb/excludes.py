@@ -3,9 +3,9 @@
 A pattern is an absolute path with shell wildcards (`*` also matches `/`); the last pattern
 that matches an entry decides. `PATTERN` drops the entry (and all below a directory),
 `!PATTERN` keeps it, `=PATTERN` keeps it with its metadata and empties a regular file, and
-`~PATTERN` *cleans* it: directories are kept (with owners, modes and xattrs) and descended
-into, a path that a package owns (dpkg's file lists in the rootfs) is kept, a regular file
-emptied, and only what no package owns is dropped. Logs, caches and temporary files are
+`~PATTERN` *cleans* it: directories and symlinks are kept (with owners, modes and xattrs),
+directories descended into, a path that a package owns (dpkg's file lists in the rootfs) is
+kept, a regular file emptied, and only files and nodes that no package owns are dropped. Logs, caches and temporary files are
 cleaned, so that a package's /var/log/nginx survives while the build's log files do not.
 """
 
@@ -20,7 +20,7 @@ from fnmatch import translate
 from pathlib import Path
 
 from tmpl2deb.errors import MetadataError
-from tmpl2deb.tarstream import REGULAR, Action, Member
+from tmpl2deb.tarstream import REGULAR, SYMLINK, Action, Member
 
 DIRECTORY = ord("5")
 
@@ -194,8 +194,8 @@ class Selection:
             return Action.KEEP
         if prefix != CLEAN:
             return _ACTIONS.get(prefix, Action.DROP)
-        if kind == DIRECTORY:
-            return Action.KEEP
+        if kind in (DIRECTORY, SYMLINK):
+            return Action.KEEP  # the tree, and links: no content of the build in them
         if name not in self._owned:
             return Action.DROP
         return Action.EMPTY if kind in REGULAR else Action.KEEP

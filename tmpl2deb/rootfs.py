@@ -106,8 +106,7 @@ def walk(root: Path, selection: Selection, out: BinaryIO) -> int:
 
 
 def _sorted_entries(root: bytes, rel: bytes) -> list[tuple[bytes, int]]:
-    """(relative name, tar member type: directory, regular or other) of the entries of
-    root/rel, sorted by name."""
+    """(relative name, tar member type) of the entries of root/rel, sorted by name."""
     path = root + b"/" + rel if rel else root
     prefix = rel + b"/" if rel else b""
     try:
@@ -119,9 +118,13 @@ def _sorted_entries(root: bytes, rel: bytes) -> list[tuple[bytes, int]]:
 
 
 def _kind(entry: os.DirEntry[bytes]) -> int:
+    """The tar member type of an entry: directory, regular file, symlink, or (as a
+    character device) any other node."""
     if entry.is_dir(follow_symlinks=False):
         return DIRECTORY
-    return ord("0") if entry.is_file(follow_symlinks=False) else ord("2")
+    if entry.is_symlink():
+        return ord("2")
+    return ord("0") if entry.is_file(follow_symlinks=False) else ord("3")
 
 
 def _read_error(path: Path, err: OSError) -> Exception:
