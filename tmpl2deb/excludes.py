@@ -5,8 +5,9 @@ that matches an entry decides. `PATTERN` drops the entry (and all below a direct
 `!PATTERN` keeps it, `=PATTERN` keeps it with its metadata and empties a regular file, and
 `~PATTERN` *cleans* it: directories and symlinks are kept (with owners, modes and xattrs),
 directories descended into, a path that a package owns (dpkg's file lists in the rootfs) is
-kept, a regular file emptied, and only files and nodes that no package owns are dropped. Logs, caches and temporary files are
-cleaned, so that a package's /var/log/nginx survives while the build's log files do not.
+kept, a regular file emptied, and only files and nodes that no package owns are dropped.
+Logs, caches and temporary files are cleaned, so that a package's /var/log/nginx survives
+while the build's log files do not.
 """
 
 from __future__ import annotations
