@@ -224,3 +224,12 @@ def test_pack_warns_about_a_tree_not_owned_by_root(
     os.chown(small_tree / "usr", 1234, 1234)  # as a `chown -R builder` of a build dir does
     assert cli(*argv) == 0, cli.err
     assert "small/usr is owned by uid 1234, not root" in cli.err
+
+
+def test_output_options_before_or_after_the_verb(cli: Cli, pack_small: Callable[..., Path]) -> None:
+    deb = pack_small()
+    assert cli("-q", "info", deb) == 0, cli.err
+    assert "Package" in cli.out
+    assert cli("-v", "info", "-v", deb) == 0, cli.err
+    assert cli("--debug", "info", deb.with_name("missing.deb")) == 1
+    assert "Traceback" in cli.err  # --debug before the verb took effect

@@ -410,20 +410,33 @@ def cmd_derive(args: _CliArgs) -> None:
     print(result.deb or result.rootfs)
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    """-v, -q and --debug, before the verb (TOP) or after it: a verb's copy has no default,
+    so that it keeps what was given before the verb."""
     group = parser.add_argument_group("output control")
+
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
     group.add_argument(
         "-v",
         "--verbose",
         action="count",
-        default=0,
+        default=default(0),
         help="show commands and details (default: one line per step)",
     )
     group.add_argument(
-        "-q", "--quiet", action="store_true", help="show only warnings and errors (default: off)"
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default(False),
+        help="show only warnings and errors (default: off)",
     )
     group.add_argument(
-        "--debug", action="store_true", help="show a traceback on errors (default: off)"
+        "--debug",
+        action="store_true",
+        default=default(False),
+        help="show a traceback on errors (default: off)",
     )
 
 
@@ -872,6 +885,7 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"tmpl2deb {__version__}")
+    _common(parser, top=True)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
         _add_pack,
