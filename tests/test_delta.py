@@ -309,3 +309,7 @@ def test_diff(cli: Cli, trees: dict[str, Path], chain: dict[str, Path]) -> None:
     assert json.loads(cli.out)["files"] == {"added": [], "removed": [], "changed": {}}
     assert cli("diff", chain["base"], chain["base"].parent / "nothere.deb") == 1
     assert "cannot read" in cli.err
+    # --exit-code: 1 when they differ, as git diff --exit-code
+    assert cli("diff", "--exit-code", chain["application"], chain["application"]) == 0
+    assert cli("diff", "--exit-code", "--packages-only", chain["base"], chain["application"]) == 1
+    assert "packages: 2 added" in cli.out

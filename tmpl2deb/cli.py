@@ -82,6 +82,8 @@ class _CliArgs(argparse.Namespace):
     files: bool
     action: str
     context: list[str]
+    exit_code: bool
+    differ: bool
 
 
 def source_date_epoch(environ: dict[str, str] | os._Environ[str]) -> int:
@@ -193,7 +195,13 @@ def cmd_unpack(args: _CliArgs) -> None:
     print(unpack(args.source, args.dest, args.package, args.with_parent))
 
 
-def cmd_diff(args: _CliArgs) -> None:
+def cmd_diff(args: _CliArgs) -> int:
+    """Print the differences; with --exit-code, 1 when there are any."""
+    _print_diff(args)
+    return 1 if args.exit_code and args.differ else 0
+
+
+def _print_diff(args: _CliArgs) -> None:
     import json
 
     from tmpl2deb.diff import diff
@@ -203,6 +211,8 @@ def cmd_diff(args: _CliArgs) -> None:
         resolve_chain(open_template(path), args.with_parent) for path in (args.old, args.new)
     )
     result = diff(old, new, files=args.files)
+    args.differ = any((result.packages_added, result.packages_removed, result.packages_changed,
+                       result.files_added, result.files_removed, result.files_changed))  # fmt: skip
     if args.json:
         data = {
             "old": f"{old[0].name}",
@@ -649,6 +659,12 @@ def _add_diff(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="compare the manifests only, not the files (default: both)",
     )
     p.add_argument("--json", action="store_true", help="print JSON (default: a list)")
+    p.add_argument(
+        "--exit-code",
+        action="store_true",
+        help="exit with 1 when the templates differ, as git diff --exit-code and diff(1) "
+        "do (default: 0 either way)",
+    )
     _add_with_parent(p)
     p.set_defaults(func=cmd_diff)
 
@@ -927,7 +943,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv, namespace=_CliArgs())
     _setup_logging(args)
     try:
-        args.func(args)
+        code: int | None = args.func(args)
     except Tmpl2debError as err:
         log.error("%s", err, exc_info=args.debug)
         return 1
@@ -936,4 +952,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1  # stdout closed by the reader (e.g. | head); nothing more to say
-    return 0
+    return code or 0

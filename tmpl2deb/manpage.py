@@ -45,6 +45,14 @@ _FILES = [
         "The rootfs payload of a template package (pax tar, zstd).",
     ),
     (
+        "/usr/share/tmpl2deb/templates/PACKAGE/rootfs.tardelta.zst",
+        "The payload of a delta template: a tar delta against its parent's rootfs tar, zstd.",
+    ),
+    (
+        "ROOTFS/var/lib/tmpl2deb/initrd-inputs.json",
+        "What the initrds in ROOTFS/boot were made from (tmpl2deb initrd record).",
+    ),
+    (
         "/usr/share/tmpl2deb/templates/PACKAGE/metadata.json",
         "The template's metadata as JSON (tmpl2deb info --json).",
     ),
