@@ -86,7 +86,8 @@ IMAGE_TEMPLATE_RESOLVED ??= ""
 # PACKAGE VERSION DEB_SHA256 ROOTFS_SHA256 of the newest template in IMAGE_TEMPLATE_SOURCE
 # that satisfies IMAGE_TEMPLATE (tmpl2deb resolve: apt reads the signed index), or
 # "unresolved: WHY" (rootfs_prepare then stops with WHY). With BB_NO_NETWORK, and a source
-# that is not a local file: URI, the last one resolved (" offline" appended).
+# that is not a local file: URI, the last one resolved (IMAGE_TEMPLATE_RESOLVED_OFFLINE names
+# the record; the signature stays what it was).
 def image_template_resolve(d):
     import hashlib, os, re, subprocess
     source, spec, arch = (d.getVar(v) for v in ("IMAGE_TEMPLATE_SOURCE", "IMAGE_TEMPLATE",
@@ -100,7 +101,9 @@ def image_template_resolve(d):
     if bb.utils.to_boolean(d.getVar("BB_NO_NETWORK")) and not uri.startswith("file:"):
         try:
             with open(record) as f:
-                return f.read().strip() + " offline"
+                # the same signature as when it was resolved; the log says how it was had
+                d.setVar("IMAGE_TEMPLATE_RESOLVED_OFFLINE", record)
+                return f.read().strip()
         except OSError:
             return ("unresolved: BB_NO_NETWORK is set and %s was never resolved from %s "
                     "with network" % (spec, source))
@@ -171,7 +174,8 @@ python rootfs_prepare() {
     bb.plain("%s: building from template %s %s (rootfs sha256 %s%s)%s" % (
         d.getVar("PN"), meta["package"], meta["version"], meta["rootfs_sha256"],
         ", .deb sha256 " + resolved[2] if resolved else "",
-        ", as last resolved (BB_NO_NETWORK)" if resolved[4:] == ["offline"] else ""))
+        ", as last resolved, from %s (BB_NO_NETWORK)" % d.getVar("IMAGE_TEMPLATE_RESOLVED_OFFLINE")
+        if d.getVar("IMAGE_TEMPLATE_RESOLVED_OFFLINE") else ""))
     with open(d.expand("${WORKDIR}/image-template-record"), "w") as f:
         f.write("Template-Package: %s\nTemplate-Version: %s\nTemplate-Rootfs-Sha256: %s\n"
                 % (meta["package"], meta["version"], meta["rootfs_sha256"]))
@@ -186,7 +190,7 @@ python rootfs_prepare() {
         f.write("--delta-from=%s --delta-package=%s\n" % (staging, meta["package"]))
     bb.build.exec_func("image_template_unpack", d)
 }
-rootfs_prepare[vardepsexclude] += "BB_TASKDEPDATA"
+rootfs_prepare[vardepsexclude] += "BB_TASKDEPDATA IMAGE_TEMPLATE_RESOLVED_OFFLINE"
 
 # What changed between the inputs of two signatures (task hashes), from the sigdata files
 # bitbake keeps in the stamps directory, as bitbake-diffsigs would print it.
