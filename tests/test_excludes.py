@@ -113,6 +113,19 @@ def test_owned_paths() -> None:
     assert not is_dpkg_list(b"var/lib/dpkg/info/x/y.list")
 
 
+# what the default excludes keep of _tree_with_packages' /var/log
+KEPT_LOGS = [
+    "./var/log",
+    "./var/log/README",
+    "./var/log/build-link",
+    "./var/log/fifo",
+    "./var/log/journal",
+    "./var/log/nginx",
+    "./var/log/pkg.log",
+    "./var/log/private",
+]
+
+
 def _tree_with_packages(root: Path) -> Path:
     """A tree whose dpkg file lists own /var/log/nginx, /var/log/README and a log file."""
     info = root / "var/lib/dpkg/info"
@@ -148,16 +161,7 @@ def test_walk_cleans_and_notes_lost(tmp_path: Path) -> None:
     listing = io.BytesIO()
     walk(root, selection, listing)
     names = [os.fsdecode(n) for n in listing.getvalue().split(b"\0") if n.startswith(b"./var/log")]
-    assert names == [
-        "./var/log",
-        "./var/log/README",
-        "./var/log/build-link",
-        "./var/log/fifo",
-        "./var/log/journal",
-        "./var/log/nginx",
-        "./var/log/pkg.log",
-        "./var/log/private",
-    ]
+    assert names == KEPT_LOGS
     assert selection.lost == []
 
 
@@ -189,16 +193,7 @@ def test_pack_keeps_package_owned_log_paths(
     out.mkdir()
     assert cli("pack", src, "--name", "logs", "--version", "1", "-o", out) == 0, cli.err
     entries = _payload_listing(Path(cli.out.strip()), tmp_path)
-    assert sorted(entries) == [
-        "./var/log",
-        "./var/log/README",
-        "./var/log/build-link",
-        "./var/log/fifo",
-        "./var/log/journal",
-        "./var/log/nginx",
-        "./var/log/pkg.log",
-        "./var/log/private",
-    ]
+    assert sorted(entries) == KEPT_LOGS
     assert entries["./var/log/private"][0] == "drwx------"  # mode kept
     assert entries["./var/log/pkg.log"][2] == "0"  # owned file: kept, emptied
     assert entries["./var/log/README"][0].startswith("l")
