@@ -74,12 +74,12 @@ _ACTIONS = {"!": Action.KEEP, "=": Action.EMPTY}
 DPKG_INFO = b"var/lib/dpkg/info"
 
 
-def check_pattern(pattern: str, field: str = "exclude") -> None:
+def check_pattern(pattern: str) -> None:
     """Raise unless PATTERN is an absolute path pattern, optionally after one of !=~."""
     body = pattern[1:] if pattern[:1] in _PREFIXES else pattern
     if "\n" in pattern or not body.startswith("/"):
         raise MetadataError(
-            field, f"{pattern!r} must be an absolute path pattern like /var/log/* (or !/, =/, ~/)"
+            "exclude", f"{pattern!r} must be an absolute path pattern like /var/log/* (or !/, =/, ~/)"
         )
 
 
@@ -117,11 +117,6 @@ class ExcludeRules:
     def select(self, owned: OwnedPaths) -> Selection:
         """The rules applied to one rootfs, whose packages own OWNED."""
         return Selection(self._rule(), owned)
-
-    @property
-    def cleans(self) -> bool:
-        """Whether a pattern needs to know what the packages own."""
-        return any(p.startswith(CLEAN) for p in self.patterns)
 
 
 def _body(pattern: str) -> str:
