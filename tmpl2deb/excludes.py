@@ -79,7 +79,8 @@ def check_pattern(pattern: str) -> None:
     body = pattern[1:] if pattern[:1] in _PREFIXES else pattern
     if "\n" in pattern or not body.startswith("/"):
         raise MetadataError(
-            "exclude", f"{pattern!r} must be an absolute path pattern like /var/log/* (or !/, =/, ~/)"
+            "exclude",
+            f"{pattern!r} must be an absolute path pattern like /var/log/* (or !/, =/, ~/)",
         )
 
 
