@@ -87,7 +87,9 @@ def concurrent(repo: Path, debs: list[Path], extra: list[str]) -> list[str]:
 
 def readable(repo: Path, work: Path) -> str:
     ok, error = apt_reads(f"file://{repo}", work / "check-root")
-    return "apt reads it" if ok else f"apt fails: {error}"
+    checked = tmpl2deb("list", "--check", "--repo", repo, check=False)
+    check = "list --check passes" if checked.returncode == 0 else checked.stderr.strip()
+    return ("apt reads it" if ok else f"apt fails: {error}") + f"; {check}"
 
 
 def phase_concurrent(work: Path, names: list[Path], versions: list[Path]) -> None:
@@ -111,7 +113,8 @@ def busy(repo: Path) -> bool:
     return (repo / "db/lockfile").exists() or any(repo.glob("**/.tmpl2deb-*"))
 
 
-def kill_during(repo: Path, deb: Path, delay: float, when_busy: bool) -> None:
+def kill_during(repo: Path, deb: Path, delay: float, when_busy: bool) -> bool:
+    """Start a publish and SIGKILL it; whether it was still running."""
     proc = subprocess.Popen([*TMPL2DEB, "publish", "--force", "--repo", repo, deb],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # fmt: skip
@@ -120,24 +123,41 @@ def kill_during(repo: Path, deb: Path, delay: float, when_busy: bool) -> None:
         if when_busy and busy(repo):
             break
         time.sleep(0.002)
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole job, as a CI timeout or OOM kill does
+    alive = proc.poll() is None
+    if alive:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole job, as a CI timeout or OOM kill does
     proc.wait()
+    return alive
 
 
-def phase_kills(work: Path, versions: list[Path], kills: int) -> None:
+def big_templates(work: Path, count: int) -> list[Path]:
+    """COUNT versions of a template with 64 MiB that does not compress: a publish of one takes
+    long enough to be killed in the middle."""
+    tree = work / "big"
+    (tree / "etc").mkdir(parents=True, exist_ok=True)
+    (tree / "etc/os-release").write_text("ID=debian\nVERSION_CODENAME=bookworm\n")
+    (tree / "blob").write_bytes(os.urandom(64 << 20))
+    out = work / "big-debs"
+    out.mkdir(exist_ok=True)
+    args = ["pack", tree, "--arch", "amd64", "-o", out, "--name", "big"]
+    return [Path(tmpl2deb(*args, "--version", f"1.{i}").stdout.strip()) for i in range(count)]
+
+
+def phase_kills(work: Path, kills: int) -> None:
     repo = work / "repo-kill"
+    versions = big_templates(work, kills + 1)
     tmpl2deb("publish", "--repo", repo, versions[0])
-    wedged = 0
+    wedged = killed = 0
     for i in range(kills):
         deb = versions[1 + i % (len(versions) - 1)]
         # odd kills: as soon as a writer is inside the repository; even: after a fixed delay
-        kill_during(repo, deb, 0.25 + 0.05 * i, when_busy=i % 2 == 1)
+        killed += kill_during(repo, deb, 0.2 + 0.02 * i, when_busy=i % 2 == 1)
         after = tmpl2deb("publish", "--force", "--repo", repo, deb, check=False)
         if after.returncode:
             wedged += 1
             print(f"    after kill {i + 1}: {after.stderr.strip().splitlines()[-1][:200]}")
-    print(f"{kills} publishes killed (SIGKILL inside the repository, or after "
-          f"0.25..{0.25 + 0.05 * (kills - 1):.2f} s): the next publish failed {wedged} times; "
+    print(f"{killed} of {kills} publishes killed (SIGKILL inside the repository, or after "
+          f"0.2..{0.2 + 0.02 * (kills - 1):.2f} s): the next publish failed {wedged} times; "
           f"{readable(repo, work)}")  # fmt: skip
 
 
@@ -193,7 +213,7 @@ def main() -> None:
         work = Path(tmp)
         names, versions = make_templates(work, args.writers)
         phase_concurrent(work, names, versions)
-        phase_kills(work, versions, args.kills)
+        phase_kills(work, args.kills)
         phase_readers(work, versions, args.seconds)
 
 

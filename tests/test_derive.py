@@ -149,13 +149,14 @@ def test_chain_base_middleware_application(
     sizes = {deb: open_template(deb).payload.span.size for deb in (mw_deb, app_deb, full_deb)}
     assert sizes[app_deb] < 0.05 * sizes[full_deb], sizes
     assert cli("unpack", app_deb, tmp_path / "via-full-deb", "--with-parent", base_deb) == 0
-    # through the repository: apt installs the chain by itself, through the Depends
+    # through the repository: stage fetches the chain the Depends name
     assert cli("publish", "--repo", repo, "--sign-with", key, mw_deb, app_deb) == 0, cli.err
     staging2 = tmp_path / "staging2"
     with http_server(repo) as url:
         source = f"deb [signed-by={repo / 'archive-keyring.gpg'}] {url} bookworm main"
         assert cli("stage", "--source", source, "tmpl-application", staging2) == 0, cli.err
-    assert installed(staging2) == {"tmpl-base", "tmpl-middleware", "tmpl-application"}
+    staged = {p.name.split("_")[0] for p in (staging2 / "var/cache/apt/archives").glob("*.deb")}
+    assert staged == {"tmpl-base", "tmpl-middleware", "tmpl-application"}
     for deb, dest in ((full_deb, "via-full"), (staging2, "via-chain")):
         assert cli("unpack", deb, tmp_path / dest) == 0, cli.err
     want = treeinfo.describe(tmp_path / "via-full")

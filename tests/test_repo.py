@@ -1,8 +1,10 @@
-"""publish, list and stage with real reprepro, gpg, apt-get and an HTTP server on loopback."""
+"""publish, list and stage with real apt-get, gpg, reprepro (a repository someone else wrote)
+and an HTTP server on loopback."""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -21,7 +23,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(autouse=True)
 def _tools() -> None:
-    needs_root()  # stage installs with dpkg, as root
+    needs_root()  # apt's sandbox user needs root to fetch into a staging root
     needs_tool("reprepro", "apt-get", "dpkg", "gpg", "gpgv")
 
 
@@ -34,6 +36,22 @@ def staged_apt(staging: Path, *argv: str) -> str:
     env = {**os.environ, "APT_CONFIG": os.fspath(staging / "etc/apt/apt.conf")}
     out: str = sh(*argv, env=env).stdout
     return out
+
+
+def staged(staging: Path) -> list[str]:
+    """The .debs stage left for unpack."""
+    return sorted(p.name for p in (staging / "var/cache/apt/archives").glob("*.deb"))
+
+
+def reprepro_repo(repo: Path, *debs: Path) -> Path:
+    """A repository written by reprepro (not by tmpl2deb), holding DEBS."""
+    (repo / "conf").mkdir(parents=True)
+    (repo / "conf/distributions").write_text(
+        "Codename: bookworm\nArchitectures: arm64 amd64\nComponents: main\n"
+    )
+    for deb in debs:
+        sh("reprepro", "--basedir", repo, "includedeb", "bookworm", deb)
+    return repo
 
 
 def plain_deb(tmp_path: Path) -> Path:
@@ -62,10 +80,25 @@ def test_publish_creates_a_base_apt_layout(
     index = packages_index(repo)
     for field in ("Template-Format: 1", "Template-Image: small", "Template-Suite: bookworm"):
         assert field in index
-    sh("reprepro", "--basedir", repo, "check")  # reprepro's own consistency check
+    release = (repo / "dists/bookworm/Release").read_text()
+    assert "Acquire-By-Hash: yes" in release
+    by_hash = repo / "dists/bookworm/main/binary-arm64/by-hash/SHA256"
+    assert (by_hash / hashlib.sha256(index.encode()).hexdigest()).read_text() == index
+    assert cli("list", "--repo", repo, "--check") == 0, cli.err
+    assert "indices and 1 templates match their digests" in cli.err
+    (by_hash.parent.parent / "Packages.gz").write_bytes(b"")
+    assert cli("list", "--repo", repo, "--check") == 1
+    assert "Packages.gz does not match" in cli.err
 
 
-def test_publish_replaces_older_keeps_others_refuses_downgrade(
+def versions(cli: Cli, repo: Path) -> list[list[str]]:
+    assert cli("list", "--repo", repo) == 0, cli.err
+    lines = cli.out.splitlines()
+    assert lines[0].split()[:4] == ["PACKAGE", "VERSION", "ARCH", "SUITE"]
+    return [line.split()[:2] for line in lines[1:]]
+
+
+def test_publish_keeps_releases_refuses_other_contents_retains(
     cli: Cli, pack_small: Callable[..., Path], tmp_path: Path
 ) -> None:
     repo = tmp_path / "repo"
@@ -74,32 +107,41 @@ def test_publish_replaces_older_keeps_others_refuses_downgrade(
     two = pack_small("--version", "2.0")
     assert cli("publish", "--repo", repo, one, other) == 0, cli.err
     assert cli("publish", "--repo", repo, two) == 0, cli.err
-    pool = sorted(p.name for p in (repo / "pool/main/t").glob("*/*.deb"))
-    assert pool == ["tmpl-other_1.0_arm64.deb", "tmpl-small_2.0_arm64.deb"]
+    assert versions(cli, repo) == [["tmpl-other", "1.0"], ["tmpl-small", "1.0"],
+                                   ["tmpl-small", "2.0"]]  # fmt: skip
     before = packages_index(repo)
-    assert cli("publish", "--repo", repo, one) == 1
-    assert "already has tmpl-small 2.0 (arm64) in bookworm, newer than 1.0" in cli.err
+    assert cli("publish", "--repo", repo, one) == 0, cli.err  # the same file again: nothing to do
+    assert "tmpl-small 1.0 (arm64) is already published" in cli.err
     assert packages_index(repo) == before
-    # --force (a build's own repository): whatever version it has is replaced
-    assert cli("publish", "--repo", repo, "--force", one) == 0, cli.err
-    assert "Version: 1.0" in packages_index(repo)
-    assert not (repo / "pool/main/t/tmpl-small/tmpl-small_2.0_arm64.deb").exists()
-    assert cli("publish", "--repo", repo, two) == 0, cli.err
-
-    assert cli("list", "--repo", repo) == 0, cli.err
-    lines = cli.out.splitlines()
-    assert lines[0].split()[:4] == ["PACKAGE", "VERSION", "ARCH", "SUITE"]
-    assert [line.split()[:4] for line in lines[1:]] == [
-        ["tmpl-other", "1.0", "arm64", "bookworm/main"],
-        ["tmpl-small", "2.0", "arm64", "bookworm/main"],
-    ]
+    changed = pack_small("--feature", "changed")
+    assert cli("publish", "--repo", repo, changed) == 1
+    assert "already has tmpl-small 1.0 (arm64) in bookworm with other contents" in cli.err
+    assert packages_index(repo) == before
+    assert cli("publish", "--repo", repo, "--force", changed) == 0, cli.err
+    assert "Template-Features: changed" in packages_index(repo)
+    # a maintenance release of an older line is just another version
+    assert cli("publish", "--repo", repo, pack_small("--version", "0.9")) == 0, cli.err
+    # retention: the 2 newest of each template stay
+    assert cli("publish", "--repo", repo, "--retain", "2", pack_small("--version", "3.0")) == 0
+    assert "Removing tmpl-small 0.9 (arm64) from bookworm: beyond the 2 versions kept" in cli.err
+    assert versions(cli, repo) == [["tmpl-other", "1.0"], ["tmpl-small", "2.0"],
+                                   ["tmpl-small", "3.0"]]  # fmt: skip
+    assert "Retain: 2" in (repo / DISTRIBUTIONS).read_text()
+    assert cli("publish", "--repo", repo, pack_small("--version", "4.0")) == 0, cli.err
+    assert versions(cli, repo)[1:] == [["tmpl-small", "3.0"], ["tmpl-small", "4.0"]]
     assert cli("list", "--repo", repo, "--json") == 0, cli.err
     rows = json.loads(cli.out)
-    assert [(r["package"], r["version"], r["image"]) for r in rows] == [
-        ("tmpl-other", "1.0", "other"),
-        ("tmpl-small", "2.0", "small"),
-    ]
-    assert rows[1]["size"] == two.stat().st_size
+    assert [(r["package"], r["version"], r["image"]) for r in rows][0] == (
+        "tmpl-other",
+        "1.0",
+        "other",
+    )
+    assert rows[0]["size"] == other.stat().st_size
+    assert cli("list", "--repo", repo, "--check") == 0, cli.err
+    assert cli("remove", "--repo", repo, "tmpl-small", "3.0") == 0, cli.err
+    assert cli.out == "tmpl-small 3.0 (arm64) bookworm\n"
+    assert cli("remove", "--repo", repo, "tmpl-small", "3.0") == 1
+    assert "has no tmpl-small 3.0 to remove" in cli.err
 
 
 def test_publish_bad_input(
@@ -142,16 +184,22 @@ def test_signed_repository_over_http_stage_and_unpack(
             cli("stage", "--source", source, "--arch", "arm64", "tmpl-small", staging) == 0
         ), cli.err
         assert cli.out == f"{staging}\n"
-        # newest by default: publishing 2.0 and staging again upgrades the staging root
+        assert staged(staging) == ["tmpl-small_1.0_arm64.deb"]
+        assert (staging / "var/lib/dpkg/status").read_bytes() == b"", "dpkg installed nothing"
+        # newest by default: publishing 2.0 and staging again brings 2.0
         assert cli("publish", "--repo", repo, pack_small("--version", "2.0")) == 0, cli.err
         assert (
             cli("stage", "--source", source, "--arch", "arm64", "tmpl-small", staging) == 0
         ), cli.err
-        status = sh("dpkg-query", f"--root={staging}", "-W", "tmpl-small").stdout
-        assert status == "tmpl-small:arm64\t2.0\n"  # foreign to the amd64 host dpkg
-        # a pinned version that is no longer in the repository
-        assert cli("stage", "--source", source, "--arch", "arm64", "tmpl-small=1.0", staging) == 1
-        assert "no version of tmpl-small satisfies tmpl-small=1.0 (the source has 2.0)" in cli.err
+        assert staged(staging) == ["tmpl-small_2.0_arm64.deb"]
+        # the release before stays installable, pinned
+        assert cli("stage", "--source", source, "--arch", "arm64", "tmpl-small=1.0", staging) == 0
+        assert staged(staging) == ["tmpl-small_1.0_arm64.deb"]
+        assert cli("stage", "--source", source, "--arch", "arm64", "tmpl-small=1.5", staging) == 1
+        assert (
+            "no version of tmpl-small satisfies tmpl-small=1.5 (the source has 1.0, 2.0)" in cli.err
+        )
+        assert cli("stage", "--source", source, "--arch", "arm64", "tmpl-small", staging) == 0
     dest = tmp_path / "rootfs"
     assert cli("unpack", staging, dest) == 0, cli.err
     expected = tmp_path / "expected"
@@ -174,8 +222,7 @@ def test_apt_cache_show_lists_metadata_without_download(
     shown = staged_apt(staging, "apt-cache", "show", "tmpl-other")
     for field in ("Template-Image: other", "Template-Suite: bookworm", "Template-Rootfs-Sha256: "):
         assert field in shown
-    assert not list((staging / "usr/share/tmpl2deb/templates").glob("tmpl-other*"))
-    assert not list((staging / "var/cache/apt/archives").glob("*.deb"))
+    assert staged(staging) == ["tmpl-small_1.0_arm64.deb"]
 
 
 def test_stage_refuses_bad_repositories(
@@ -209,24 +256,27 @@ def test_stage_refuses_bad_repositories(
     assert "is not signed" in stage(f"deb [signed-by={keyring}] file:{unsigned} bookworm main")
     assert "127.0.0.1:9" in stage("deb [trusted=yes] http://127.0.0.1:9/ bookworm main")
     assert "bad apt source" in stage("http://example.org bookworm main")
-    # a tampered index: the signed Release no longer matches it
+    # a tampered index (under its own name and by hash): the signed Release no longer matches
     index = repo / "dists/bookworm/main/binary-arm64/Packages"
     index.write_text(index.read_text().replace("Template-Image: small", "Template-Image: evil"))
     packed = gzip.compress(index.read_bytes())
     (repo / "dists/bookworm/main/binary-arm64/Packages.gz").write_bytes(packed)
+    for stored in index.parent.glob("by-hash/SHA256/*"):
+        stored.write_bytes(packed if stored.read_bytes()[:2] == b"\x1f\x8b" else index.read_bytes())
     assert "Hash Sum mismatch" in stage(f"deb [signed-by={keyring}] file:{repo} bookworm main")
 
 
 def test_stage_refuses_tampered_deb_and_non_templates(
     cli: Cli, pack_small: Callable[..., Path], tmp_path: Path
 ) -> None:
-    repo = tmp_path / "repo"
-    assert cli("publish", "--repo", repo, pack_small()) == 0, cli.err
-    sh("reprepro", "--basedir", repo, "includedeb", "bookworm", plain_deb(tmp_path))
+    other = reprepro_repo(tmp_path / "other", plain_deb(tmp_path))
     staging = tmp_path / "staging"
-    source = f"deb [trusted=yes] file:{repo} bookworm main"
+    source = f"deb [trusted=yes] file:{other} bookworm main"
     assert cli("stage", "--source", source, "--arch", "arm64", "plain", staging) == 1
     assert "plain 1 is not a tmpl2deb template" in cli.err
+    repo = tmp_path / "repo"
+    assert cli("publish", "--repo", repo, pack_small()) == 0, cli.err
+    source = f"deb [trusted=yes] file:{repo} bookworm main"
     deb = repo / "pool/main/t/tmpl-small/tmpl-small_1.0_arm64.deb"
     data = bytearray(deb.read_bytes())
     data[-100] ^= 0xFF
@@ -319,5 +369,5 @@ def test_publish_needs_no_python3_apt(
     repo = tmp_path / "repo"
     assert cli("publish", "--repo", repo, pack_small("--version", "1.0")) == 0, cli.err
     assert cli("publish", "--repo", repo, pack_small("--version", "1.1")) == 0, cli.err
-    assert cli("publish", "--repo", repo, pack_small("--version", "1.0-beta-1")) == 1
-    assert "older" in cli.err or "newer" in cli.err, cli.err
+    assert cli("publish", "--repo", repo, pack_small("--version", "1.0-beta-1")) == 0, cli.err
+    assert [v for _, v in versions(cli, repo)] == ["1.0", "1.0-beta-1", "1.1"]  # dpkg order

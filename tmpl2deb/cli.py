@@ -84,6 +84,9 @@ class _CliArgs(argparse.Namespace):
     context: list[str]
     exit_code: bool
     differ: bool
+    retain: int | None
+    lock_timeout: float
+    check: bool
 
 
 def source_date_epoch(environ: dict[str, str] | os._Environ[str]) -> int:
@@ -289,14 +292,34 @@ def cmd_publish(args: _CliArgs) -> None:
         component=args.component,
         sign_with=args.sign_with,
         force=args.force,
+        retain=args.retain,
+        lock_timeout=args.lock_timeout,
     ):
         print(f"{meta.package} {meta.version} {meta.architecture}")
+
+
+def cmd_remove(args: _CliArgs) -> None:
+    from tmpl2deb.repo import remove
+
+    for line in remove(
+        args.repo,
+        args.package,
+        args.version,
+        codename=args.codename,
+        architecture=args.arch,
+        lock_timeout=args.lock_timeout,
+    ):
+        print(line)
 
 
 def cmd_list(args: _CliArgs) -> None:
     from tmpl2deb.repo import check_repo, list_templates
 
     check_repo(args.repo)
+    if args.check:
+        from tmpl2deb.repo import verify
+
+        log.info("%s: indices and %d templates match their digests", args.repo, verify(args.repo))
     entries = list_templates(args.repo, args.codename)
     if args.json:
         import json
@@ -692,11 +715,24 @@ def _add_outdated(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     p.set_defaults(func=cmd_outdated)
 
 
+def _add_lock_timeout(p: argparse.ArgumentParser) -> None:
+    from tmpl2deb.lock import DEFAULT_TIMEOUT
+
+    p.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="how long to wait for another writer of the repository to finish "
+        f"(default: {DEFAULT_TIMEOUT:.0f})",
+    )
+
+
 def _add_publish(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = _sub(
         subparsers,
         "publish",
-        "Add template .debs to a reprepro repository (created if needed).",
+        "Add template .debs to a repository laid out like Isar's base-apt (created if needed).",
         "tmpl2deb publish --repo /srv/templates --sign-with 0x1234ABCD tmpl-base_1.0_amd64.deb",
     )
     p.add_argument("debs", type=Path, nargs="+", metavar="DEB", help="template .deb files")
@@ -712,15 +748,42 @@ def _add_publish(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         default="",
         metavar="KEYID",
         help="gpg key that signs Release (InRelease, Release.gpg); its public key is "
-        "exported to DIR/archive-keyring.gpg (default: unsigned)",
+        "exported to DIR/archive-keyring.gpg (default: unsigned, or the key the distribution "
+        "was signed with before)",
+    )
+    p.add_argument(
+        "--retain",
+        type=int,
+        default=None,
+        metavar="N",
+        help="keep the N newest versions of each template, and every version a kept "
+        "template is a delta of; 0 keeps all; recorded in conf/distributions (default: "
+        "what is recorded there, else all)",
     )
     p.add_argument(
         "--force",
         action="store_true",
-        help="replace the template in the repository whatever its version, also an equal "
-        "version with other contents (default: refuse older versions)",
+        help="replace a version the repository already has with other contents (default: "
+        "refuse; images built from it notice the change)",
     )
+    _add_lock_timeout(p)
     p.set_defaults(func=cmd_publish)
+
+
+def _add_remove(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _sub(
+        subparsers,
+        "remove",
+        "Remove a template version from a repository (refused while a template depends on it).",
+        "tmpl2deb remove --repo /srv/templates tmpl-base 1.0",
+    )
+    p.add_argument("package", metavar="PACKAGE", help="template package name")
+    p.add_argument("version", metavar="VERSION", help="its version")
+    p.add_argument("--repo", type=Path, required=True, metavar="DIR", help="repository directory")
+    p.add_argument("--codename", default="", help="only from this distribution (default: all)")
+    p.add_argument("--arch", default="", help="only this architecture (default: all)")
+    _add_lock_timeout(p)
+    p.set_defaults(func=cmd_remove)
 
 
 def _add_list(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -733,6 +796,12 @@ def _add_list(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("--repo", type=Path, required=True, metavar="DIR", help="repository directory")
     p.add_argument("--codename", default="", help="only this distribution (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON (default: a table)")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="first check every index against its Release and every .deb against its index "
+        "(default: off)",
+    )
     p.set_defaults(func=cmd_list)
 
 
@@ -740,7 +809,8 @@ def _add_stage(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p = _sub(
         subparsers,
         "stage",
-        "Install a template package with apt-get into a staging root (never the host).",
+        "Download a template (and the parents a delta needs) with apt-get into a staging "
+        "root (never the host): apt checks it against the signed index, nothing of it runs.",
         "tmpl2deb stage --source 'deb [signed-by=/srv/templates/archive-keyring.gpg] "
         "http://repo.example.org/templates bookworm main' tmpl-base staging/",
     )
@@ -750,7 +820,8 @@ def _add_stage(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "staging",
         type=Path,
         metavar="STAGING",
-        help="staging root with its own apt and dpkg state (created if needed)",
+        help="staging root with its own apt state (created if needed); the .debs are left in "
+        "STAGING/var/cache/apt/archives for unpack",
     )
     p.set_defaults(func=cmd_stage)
 
@@ -894,7 +965,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tmpl2deb",
         description="Image templates as Debian packages: pack a root filesystem into a "
-        ".deb, inspect it, publish it with reprepro, stage it with apt, unpack it, and "
+        ".deb, inspect it, publish it in an apt repository, stage it with apt, unpack it, and "
         "derive new images from it.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -908,6 +979,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_info,
         _add_unpack,
         _add_publish,
+        _add_remove,
         _add_list,
         _add_stage,
         _add_resolve,

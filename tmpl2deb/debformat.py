@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import io
 import os
+import posixpath
 import struct
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -364,6 +365,7 @@ class DebLayout:
     manifest: Region
     metadata: Region
     payload_name: str = PAYLOAD
+    package: str = ""  # the name of its template directory
 
 
 def read_layout(path: Path) -> DebLayout:
@@ -374,10 +376,10 @@ def read_layout(path: Path) -> DebLayout:
             members = _ar_members(f, path, file_size)
             control = _stored_member(f, path, members, "control.tar.gz")
             data = _stored_member(f, path, members, "data.tar.gz")
-            files = _data_files(f, data, path)
+            files, dirs = _data_files(f, data, path)
     except OSError as err:
         raise FormatError(f"cannot read {path}: {err.strerror}") from err
-    return _layout(path, control, data, files)
+    return _layout(path, control, data, files, dirs)
 
 
 def _ar_members(f: BinaryIO, path: Path, file_size: int) -> dict[str, Span]:
@@ -453,27 +455,67 @@ class _Window(io.RawIOBase):
         return len(data)
 
 
-def _data_files(f: BinaryIO, data: Region, path: Path) -> dict[str, Span]:
+def _data_files(f: BinaryIO, data: Region, path: Path) -> tuple[dict[str, Span], list[str]]:
+    """The regular files of data.tar (where their data is), and every other member's name;
+    anything but a directory or a regular file is refused by name."""
     files: dict[str, Span] = {}
+    directories: list[str] = []
     try:
         with tarfile.open(fileobj=io.BufferedReader(_Window(f, data)), mode="r:") as tar:
             for info in tar:
+                name = _member_name(path, info.name)
                 if info.offset_data + info.size > data.span.size:
                     raise FormatError(f"{path} is truncated inside data.tar ({info.name})")
                 if info.isfile():
-                    files[info.name.removeprefix("./")] = Span(info.offset_data, info.size)
+                    files[name] = Span(info.offset_data, info.size)
+                elif info.isdir():
+                    directories.append(name)
+                else:
+                    raise FormatError(
+                        f"{path} is not a tmpl2deb template: data.tar holds /{name}, which is "
+                        "not a regular file or a directory"
+                    )
     except tarfile.TarError as err:
         raise FormatError(f"{path} has a corrupt data.tar: {err}") from err
-    return files
+    return files, directories
 
 
-def _layout(path: Path, control: Region, data: Region, files: dict[str, Span]) -> DebLayout:
+def _member_name(path: Path, raw: str) -> str:
+    """A data.tar member's path relative to /, refused if it is not in normal form."""
+    name = raw.removeprefix("./").rstrip("/")
+    if raw in (".", "./"):
+        return ""
+    if name != posixpath.normpath(name) or name.startswith(("/", "../")) or name == "..":
+        raise FormatError(f"{path} is not a tmpl2deb template: data.tar member {raw!r}")
+    return name
+
+
+def _check_confined(
+    path: Path, package_dir: str, files: Iterable[str], dirs: Iterable[str]
+) -> None:
+    """A template installs nothing but its template directory and its doc directory."""
+    package = package_dir.rpartition("/")[2]
+    homes = (package_dir, f"usr/share/doc/{package}")
+    parents = {"", *(h.rsplit("/", depth)[0] for h in homes for depth in range(1, 5))}
+    for name in (*files, *dirs):
+        inside = any(name == h or name.startswith(h + "/") for h in homes)
+        if not inside and not (name in parents and name not in files):
+            raise FormatError(
+                f"{path} is not a tmpl2deb template: it installs /{name}, outside "
+                f"/{homes[0]} and /{homes[1]}"
+            )
+
+
+def _layout(
+    path: Path, control: Region, data: Region, files: dict[str, Span], dirs: list[str]
+) -> DebLayout:
     payloads = [name for name in files if name.endswith(("/" + PAYLOAD, "/" + DELTA_PAYLOAD))]
     if len(payloads) != 1 or not payloads[0].startswith(TEMPLATES_DIR + "/"):
         raise FormatError(
             f"{path} is not a tmpl2deb template: no single {TEMPLATES_DIR}/*/{PAYLOAD}"
         )
     package_dir, _, payload_name = payloads[0].rpartition("/")
+    _check_confined(path, package_dir, files, dirs)
     for name in (MANIFEST, METADATA):
         if f"{package_dir}/{name}" not in files:
             raise FormatError(f"{path} is incomplete: {package_dir}/{name} is missing")
@@ -488,14 +530,30 @@ def _layout(path: Path, control: Region, data: Region, files: dict[str, Span]) -
         payload_name=payload_name,
         manifest=region(MANIFEST),
         metadata=region(METADATA),
+        package=package_dir.rpartition("/")[2],
     )
 
 
+# Maintainer scripts and the other control members dpkg acts on: a template has none of them.
+SCRIPTS = ("preinst", "postinst", "prerm", "postrm", "config", "triggers")
+
+
 def read_control(layout: DebLayout) -> bytes:
-    """The ./control file from the control.tar.gz member."""
+    """The ./control file from the control.tar.gz member, which must hold nothing else."""
     raw = layout.control.read()
     try:
         with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+            for info in tar:
+                name = info.name.removeprefix("./").rstrip("/")
+                if name in SCRIPTS:
+                    raise FormatError(
+                        f"{layout.path} is not a tmpl2deb template: it has a {name} "
+                        "maintainer script (a template runs no code when installed)"
+                    )
+                if name not in ("", ".", "control") or (name == "control" and not info.isfile()):
+                    raise FormatError(
+                        f"{layout.path} is not a tmpl2deb template: control.tar holds {name}"
+                    )
             member = tar.extractfile("./control")
             if member is None:
                 raise FormatError(f"{layout.path}: control.tar has no regular ./control")

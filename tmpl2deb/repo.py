@@ -1,21 +1,35 @@
-"""publish and list: a reprepro repository of templates, laid out like Isar's base-apt."""
+"""publish, remove, list and check: a repository of templates, laid out like Isar's base-apt.
+
+tmpl2deb writes the pool and the indices itself (aptindex.py), because a template repository
+must hold several versions of a template (a delta needs its parent's exact version; a pinned
+release must stay installable), and reprepro 5.3 (Debian 12) keeps one version per package
+and distribution. Every writer holds the repository's lock (lock.py); readers see the old or
+the new indices, never a mix (by-hash and rename). The Packages indices are the database: a
+repository made by reprepro (earlier tmpl2deb) is taken over as it is.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
 import shutil
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tmpl2deb.errors import FormatError, MetadataError, Tmpl2debError
-from tmpl2deb.metadata import TemplateMetadata, check_package
+from tmpl2deb import aptindex
+from tmpl2deb.errors import FormatError, IntegrityError, MetadataError, Tmpl2debError
+from tmpl2deb.lock import DEFAULT_TIMEOUT, LOCK_NAME, locked
+from tmpl2deb.metadata import TemplateMetadata, check_package, deb_filename
 from tmpl2deb.run import run
 
 if TYPE_CHECKING:
     from debian.deb822 import Deb822
+    from tmpl2deb.template import Template
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +40,7 @@ ISAR_ARCHITECTURES = ("i386", "armhf", "arm64", "amd64", "mipsel", "riscv64")
 
 
 def version_compare(a: str, b: str) -> int:
-    """Compare two Debian versions as dpkg does: <0, 0 or >0 (python-debian: no python3-apt
-    needed, so a plain virtualenv with python-debian publishes too)."""
+    """Compare two Debian versions as dpkg does: <0, 0 or >0 (python-debian)."""
     from debian.debian_support import version_compare as compare
 
     return int(compare(a, b))
@@ -41,6 +54,7 @@ class Distribution:
     components: tuple[str, ...] = ("main",)
     architectures: tuple[str, ...] = ISAR_ARCHITECTURES
     sign_with: str = ""
+    retain: int = 0  # versions of each template kept besides those a template depends on; 0: all
 
     def render(self) -> str:
         lines = [
@@ -53,7 +67,22 @@ class Distribution:
         ]
         if self.sign_with:
             lines.append(f"SignWith: {self.sign_with}")
+        if self.retain:
+            lines.append(f"Retain: {self.retain}")
         return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_paragraph(cls, para: Deb822) -> Distribution:
+        retain = para.get("Retain", "0").strip()
+        if not retain.isdigit():
+            raise FormatError(f"{DISTRIBUTIONS}: Retain: {retain!r} is not a number of versions")
+        return cls(
+            para["Codename"],
+            tuple(para.get("Components", "main").split()),
+            tuple(para.get("Architectures", "").split()),
+            para.get("SignWith", ""),
+            int(retain),
+        )
 
 
 def _read_distributions(repo: Path) -> list[Deb822]:
@@ -69,38 +98,36 @@ def _read_distributions(repo: Path) -> list[Deb822]:
         raise FormatError(f"cannot read {path}: {err.strerror}") from err
 
 
-def configure(repo: Path, wanted: Distribution) -> None:
-    """Create or extend conf/distributions so that WANTED's codename takes our packages."""
+def configure(repo: Path, wanted: Distribution, retain: int | None = None) -> Distribution:
+    """Create or extend conf/distributions so that WANTED's codename takes our packages; the
+    settings that result (other fields and distributions are kept)."""
     from debian.deb822 import Deb822
 
     paragraphs = _read_distributions(repo)
     existing = [p for p in paragraphs if p.get("Codename") == wanted.codename]
     if not existing:
-        paragraphs.append(Deb822(wanted.render()))
+        para = Deb822(wanted.render())
+        paragraphs.append(para)
         log.info("Adding distribution %s to %s", wanted.codename, repo)
     else:
         para = existing[0]
-        for field, values in (
+        for name, values in (
             ("Architectures", wanted.architectures),
             ("Components", wanted.components),
         ):
-            have = para.get(field, "").split()
-            para[field] = " ".join(have + [v for v in values if v not in have])
+            have = para.get(name, "").split()
+            para[name] = " ".join(have + [v for v in values if v not in have])
         if wanted.sign_with:
             para["SignWith"] = wanted.sign_with
+    if retain is not None:
+        para["Retain"] = str(retain)
+        if not retain:
+            del para["Retain"]
     text = "\n".join(p.dump() for p in paragraphs)
     path = repo / DISTRIBUTIONS
-    if path.exists() and path.read_text() == text:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmpl2deb-new")
-    tmp.write_text(text)
-    tmp.rename(path)
-
-
-def _reprepro(repo: Path, *args: str, capture: bool = False) -> str:
-    result = run(["reprepro", "--basedir", repo, "--silent", *args], capture=capture)
-    return result.stdout or ""
+    if not path.exists() or path.read_text() != text:
+        aptindex.write_atomic(path, text.encode())
+    return Distribution.from_paragraph(para)
 
 
 def _check_key(key: str) -> None:
@@ -123,21 +150,194 @@ def _common_suite(templates: Sequence[TemplateMetadata]) -> str:
     return suites.pop()
 
 
-def _check_newer(
-    repo: Path,
-    codename: str,
-    current: dict[tuple[str, str], str],
-    templates: Sequence[TemplateMetadata],
-) -> None:
-    """Refuse to publish a version older than the one the repository has (reprepro would
-    silently keep the newer one)."""
-    for meta in templates:
-        old = current.get((meta.package, meta.architecture))
-        if old is not None and version_compare(old, meta.version) > 0:
+# -- the state of one distribution: its Packages stanzas --------------------------------------
+
+
+@dataclass(slots=True)
+class Suite:
+    """The templates of one distribution, as its Packages indices hold them."""
+
+    repo: Path
+    settings: Distribution
+    stanzas: dict[tuple[str, str], list[Deb822]] = field(default_factory=dict)
+
+    def entries(self) -> Iterable[tuple[str, Deb822]]:
+        for (component, _), paras in sorted(self.stanzas.items()):
+            for para in paras:
+                yield component, para
+
+    def find(self, package: str, version: str, arch: str) -> tuple[str, Deb822] | None:
+        for component, para in self.entries():
+            if (para["Package"], para["Architecture"]) == (package, arch) and (
+                version_compare(para["Version"], version) == 0
+            ):
+                return component, para
+        return None
+
+    def drop(self, para: Deb822) -> None:
+        for paras in self.stanzas.values():
+            if any(p is para for p in paras):
+                paras[:] = [p for p in paras if p is not para]
+
+    def add(self, component: str, para: Deb822) -> None:
+        self.stanzas.setdefault((component, para["Architecture"]), []).append(para)
+
+
+def _packages_path(repo: Path, codename: str, component: str, arch: str) -> Path:
+    return repo / "dists" / codename / component / f"binary-{arch}" / "Packages"
+
+
+def _load(repo: Path, settings: Distribution) -> Suite:
+    suite = Suite(repo, settings)
+    for component in settings.components:
+        for arch in settings.architectures:
+            path = _packages_path(repo, settings.codename, component, arch)
+            for para in aptindex.read_packages(path):
+                if not (repo / para["Filename"]).is_file():
+                    log.warning(
+                        "%s: %s %s has no %s: dropped from the index (repaired)",
+                        path, para["Package"], para["Version"], para["Filename"],
+                    )  # fmt: skip
+                    continue
+                suite.add(component, para)
+    return suite
+
+
+def _save(suite: Suite) -> None:
+    settings = suite.settings
+    aptindex.export(
+        suite.repo / "dists" / settings.codename,
+        aptindex.Suite(settings.codename, settings.components, settings.architectures),
+        suite.stanzas,
+        sign_with=settings.sign_with,
+        date=time.time(),
+    )
+
+
+# -- what a writer finds and leaves -----------------------------------------------------------
+
+
+def _recover(repo: Path) -> None:
+    """Remove what a dead writer left: our temporaries, and reprepro's database and lock file
+    (a repository an earlier tmpl2deb made with reprepro: the indices are taken over)."""
+    for leftover in [*repo.glob(f"pool/**/{aptindex.TMP_PREFIX}*"),
+                     *repo.glob(f"dists/**/{aptindex.TMP_PREFIX}*"),
+                     *repo.glob(f"conf/{aptindex.TMP_PREFIX}*")]:  # fmt: skip
+        log.warning("Removing %s, left by a writer that died", leftover)
+        leftover.unlink(missing_ok=True)
+    database = repo / "db"
+    if database.is_dir():
+        if (database / "lockfile").exists():
+            log.warning("Removing reprepro's lock file in %s, left by a dead writer", database)
+        log.info("Taking over %s from reprepro: its Packages indices are kept, db/ removed", repo)
+        shutil.rmtree(database)
+
+
+def _referenced(repo: Path) -> set[str]:
+    """Pool files that a current index, or one kept for readers in flight, names."""
+    names: set[str] = set()
+    for dist in (repo / "dists").glob("*"):
+        paths = [*dist.glob("*/binary-*/Packages"), *aptindex.by_hash_indices(dist)]
+        for path in paths:
+            names.update(p["Filename"] for p in aptindex.read_packages(path) if "Filename" in p)
+    return names
+
+
+def _collect_garbage(repo: Path) -> None:
+    keep = _referenced(repo)
+    for deb in repo.glob("pool/**/*.deb"):
+        if os.fspath(deb.relative_to(repo)) not in keep:
+            log.info("Removing %s: no index names it any longer", deb.relative_to(repo))
+            deb.unlink()
+
+
+# -- publish ----------------------------------------------------------------------------------
+
+
+def _name(meta: TemplateMetadata) -> tuple[str, str, str]:
+    return meta.package, meta.version, meta.architecture
+
+
+def _pool_name(component: str, meta: TemplateMetadata) -> str:
+    return f"pool/{component}/{meta.package[0]}/{meta.package}/" + deb_filename(
+        meta.package, meta.version, meta.architecture
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _plan(
+    suite: Suite, debs: Sequence[Path], templates: Sequence[Template], force: bool
+) -> list[int]:
+    """Which of the templates to add (indices); refuse what the repository must not take."""
+    adding: list[int] = []
+    for i, (deb, template) in enumerate(zip(debs, templates, strict=True)):
+        meta = template.metadata
+        found = suite.find(meta.package, meta.version, meta.architecture)
+        if found is not None and found[1].get("SHA256") == _sha256(deb):
+            log.info("%s %s (%s) is already published", *_name(meta))
+            continue
+        if found is not None and not force:
             raise FormatError(
-                f"{repo} already has {meta.package} {old} ({meta.architecture}) in {codename}, "
-                f"newer than {meta.version}; give the template a higher --version"
+                f"{suite.repo} already has {meta.package} {meta.version} ({meta.architecture}) "
+                f"in {suite.settings.codename} with other contents; give the template a new "
+                "--version (or --force to replace it, which consumers that built from it notice)"
             )
+        adding.append(i)
+    offered = {(t.metadata.package, t.metadata.version, t.metadata.architecture) for t in templates}
+    for template in templates:
+        meta = template.metadata
+        if not meta.delta:
+            continue
+        parent, version = meta.parent_spec()
+        if (parent, version, meta.architecture) not in offered and not suite.find(
+            parent, version, meta.architecture
+        ):
+            raise FormatError(
+                f"{meta.package} {meta.version} is a delta of {meta.parent}, which "
+                f"{suite.repo} does not hold in {suite.settings.codename}: apt could not install "
+                "it; publish the parent first (or with it)"
+            )
+    return adding
+
+
+def _dependants(suite: Suite, package: str, version: str, arch: str) -> list[str]:
+    """The templates in SUITE that are deltas of PACKAGE VERSION."""
+    found = []
+    for _, para in suite.entries():
+        depends = para.get("Depends", "")
+        if para["Architecture"] == arch and depends:
+            name, _, rest = depends.partition("(")
+            wanted = rest.rstrip(") ").removeprefix("=").strip()
+            if name.strip() == package and version_compare(wanted, version) == 0:
+                found.append(f"{para['Package']} {para['Version']}")
+    return found
+
+
+def _retain(suite: Suite) -> list[str]:
+    """Drop versions beyond the newest RETAIN of each template that nothing depends on."""
+    from debian.debian_support import Version
+
+    keep = suite.settings.retain
+    if not keep:
+        return []
+    dropped = []
+    groups: dict[tuple[str, str], list[Deb822]] = {}
+    for _, para in suite.entries():
+        groups.setdefault((para["Package"], para["Architecture"]), []).append(para)
+    for (package, arch), paras in sorted(groups.items()):
+        paras.sort(key=lambda p: Version(p["Version"]), reverse=True)
+        for para in reversed(paras[keep:]):  # oldest first, so chains go from the leaves
+            if not _dependants(suite, package, para["Version"], arch):
+                suite.drop(para)
+                dropped.append(f"{package} {para['Version']} ({arch})")
+    return dropped
 
 
 def publish(
@@ -148,6 +348,8 @@ def publish(
     component: str = "main",
     sign_with: str = "",
     force: bool = False,
+    retain: int | None = None,
+    lock_timeout: float = DEFAULT_TIMEOUT,
 ) -> list[TemplateMetadata]:
     """Add template .debs to the repository at REPO (created if needed); return what was added."""
     from tmpl2deb.template import open_template
@@ -155,69 +357,119 @@ def publish(
     if not debs:
         raise FormatError("no .deb given to publish")
     check_package(component)  # same character set as a package name
-    templates = [open_template(deb).metadata for deb in debs]
-    codename = codename or _common_suite(templates)
+    templates = [open_template(deb) for deb in debs]
+    metas = [t.metadata for t in templates]
+    codename = codename or _common_suite(metas)
     check_package(codename)
     if sign_with:
         _check_key(sign_with)
-    current = {(e.package, e.architecture): e.version for e in list_templates(repo, codename)}
-    if not force:
-        _check_newer(repo, codename, current, templates)
     architectures = [*ISAR_ARCHITECTURES]
-    architectures += sorted({m.architecture for m in templates} - set(ISAR_ARCHITECTURES))
+    architectures += sorted({m.architecture for m in metas} - set(ISAR_ARCHITECTURES))
     wanted = Distribution(codename, (component,), tuple(architectures), sign_with)
-    created = not repo.exists()
-    conf = repo / DISTRIBUTIONS
-    old_conf = conf.read_text() if conf.is_file() else None
-    try:
-        configure(repo, wanted)
-        for deb, meta in zip(debs, templates, strict=True):
+    names = ", ".join(f"{m.package} {m.version}" for m in metas)
+    with _writing(repo, f"tmpl2deb publish {names}", lock_timeout):
+        settings = configure(repo, wanted, retain)
+        suite = _load(repo, settings)
+        for i in _plan(suite, debs, templates, force):
+            meta = metas[i]
+            log.info("Publishing %s %s (%s) in %s", *_name(meta), repo)
+            old = suite.find(meta.package, meta.version, meta.architecture)
+            if old is not None:
+                suite.drop(old[1])
+            name = _pool_name(component, meta)
+            pool = aptindex.copy_into_pool(debs[i], repo / name)
+            suite.add(component, aptindex.stanza(templates[i].control, name, pool))
+        for gone in _retain(suite):
             log.info(
-                "Publishing %s %s (%s) in %s", meta.package, meta.version, meta.architecture, repo
+                "Removing %s from %s: beyond the %d versions kept", gone, codename, settings.retain
             )
-            if force and (meta.package, meta.architecture) in current:
-                _reprepro(
-                    repo, "--architecture", meta.architecture, "remove", codename, meta.package
-                )
-            _reprepro(repo, "--component", component, "includedeb", codename, os.fspath(deb))
-        _reprepro(repo, "export", codename)
-        if sign_with:
-            export_key(repo, sign_with)
-    except BaseException:
-        if created:
-            shutil.rmtree(repo, ignore_errors=True)
-        elif old_conf is not None:
-            conf.write_text(old_conf)
-        raise
-    _warn_broken_chains(repo, codename)
-    return templates
+        _save(suite)
+        if settings.sign_with:
+            export_key(repo, settings.sign_with)
+        _collect_garbage(repo)
+    return metas
 
 
-def _warn_broken_chains(repo: Path, codename: str) -> None:
-    """A delta template whose parent version the repository does not hold cannot be installed
-    (reprepro keeps one version of a package per distribution)."""
-    entries = list_templates(repo, codename)
-    held = {(e.package, e.version, e.architecture) for e in entries}
-    for entry in entries:
-        meta = entry.metadata
-        if meta.delta and (*meta.parent_spec(), meta.architecture) not in held:
-            log.warning(
-                "%s %s in %s is a delta of %s, which the repository does not hold: apt cannot "
-                "install it until that version is published",
-                meta.package,
-                meta.version,
-                codename,
-                meta.parent,
-            )
+def remove(
+    repo: Path,
+    package: str,
+    version: str,
+    *,
+    codename: str = "",
+    architecture: str = "",
+    lock_timeout: float = DEFAULT_TIMEOUT,
+) -> list[str]:
+    """Remove PACKAGE VERSION (every architecture, or one) from REPO; refuse while a template
+    in it is a delta of that version. Returns 'package version (arch) codename' removed."""
+    check_repo(repo)
+    removed: list[str] = []
+    with _writing(repo, f"tmpl2deb remove {package} {version}", lock_timeout):
+        for para in _read_distributions(repo):
+            settings = Distribution.from_paragraph(para)
+            if codename and settings.codename != codename:
+                continue
+            suite = _load(repo, settings)
+            found = [p for _, p in suite.entries()
+                     if p["Package"] == package and version_compare(p["Version"], version) == 0
+                     and architecture in ("", p["Architecture"])]  # fmt: skip
+            for entry in found:
+                arch = entry["Architecture"]
+                dependants = _dependants(suite, package, entry["Version"], arch)
+                if dependants:
+                    raise FormatError(
+                        f"cannot remove {package} {version} ({arch}) from {settings.codename}: "
+                        f"{', '.join(dependants)} depend on it; remove those first"
+                    )
+                suite.drop(entry)
+                removed.append(f"{package} {entry['Version']} ({arch}) {settings.codename}")
+            if found:
+                _save(suite)
+        if not removed:
+            raise FormatError(f"{repo} has no {package} {version} to remove")
+        _collect_garbage(repo)
+    return removed
+
+
+@contextlib.contextmanager
+def _writing(repo: Path, what: str, timeout: float) -> Iterator[None]:
+    """Hold the repository's writer lock, after removing what a dead writer left; a first
+    publish that fails leaves no half-made repository behind."""
+    try:
+        repo.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FormatError(f"cannot create {repo}: {err.strerror}") from err
+    with locked(repo, what, timeout):
+        created = not (repo / DISTRIBUTIONS).exists()
+        _recover(repo)
+        try:
+            yield
+        except BaseException:
+            if created:
+                _remove_new(repo)
+            raise
+
+
+def _remove_new(repo: Path) -> None:
+    """Remove a repository this writer created, lock file last: a writer waiting for the lock
+    notices that the file went and starts afresh."""
+    for entry in repo.iterdir():
+        if entry.name != LOCK_NAME:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    (repo / LOCK_NAME).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        repo.rmdir()
 
 
 def export_key(repo: Path, key: str) -> Path:
     """Write the public key next to dists/, for consumers' signed-by=."""
     keyring = repo / KEYRING
-    tmp = keyring.with_name(keyring.name + ".tmpl2deb-new")
+    tmp = keyring.with_name(aptindex.TMP_PREFIX + keyring.name)
     run(["gpg", "--batch", "--yes", "--output", tmp, "--export", key])
     tmp.rename(keyring)
     return keyring
+
+
+# -- reading ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +481,7 @@ class Entry:
     metadata: TemplateMetadata
     size: int
     filename: str
+    sha256: str = ""
 
     @property
     def package(self) -> str:
@@ -245,26 +498,55 @@ class Entry:
 
 def list_templates(repo: Path, codename: str = "") -> list[Entry]:
     """The templates in the Packages indices of REPO (one codename, or all)."""
-    from debian.deb822 import Deb822
-
     entries: list[Entry] = []
     dists = repo / "dists"
     for index in sorted(dists.glob(f"{codename or '*'}/*/binary-*/Packages")):
         suite, component = index.parts[-4], index.parts[-3]
-        with index.open() as f:
-            for para in Deb822.iter_paragraphs(f):
-                if "Template-Format" not in para:
-                    continue
-                try:
-                    meta = TemplateMetadata.from_control(para)
-                except MetadataError as err:
-                    raise FormatError(f"{index}: {para.get('Package')}: {err}") from err
-                entries.append(
-                    Entry(suite, component, meta, int(para.get("Size", 0)), para["Filename"])
-                )
+        for para in aptindex.read_packages(index):
+            if "Template-Format" not in para:
+                continue
+            try:
+                meta = TemplateMetadata.from_control(para)
+            except MetadataError as err:
+                raise FormatError(f"{index}: {para.get('Package')}: {err}") from err
+            entries.append(
+                Entry(suite, component, meta, int(para.get("Size", 0)), para["Filename"],
+                      para.get("SHA256", ""))
+            )  # fmt: skip
     return entries
 
 
 def check_repo(repo: Path) -> None:
     if not (repo / "dists").is_dir():
         raise FormatError(f"{repo} is not a repository (no dists/ directory)")
+
+
+def verify(repo: Path) -> int:
+    """Check that every index the Releases list has its digest and every .deb an index names
+    has its size and sha256; the number of .debs checked."""
+    check_repo(repo)
+    for release in sorted((repo / "dists").glob("*/Release")):
+        _verify_release(release)
+    checked = 0
+    for entry in list_templates(repo):
+        path = repo / entry.filename
+        try:
+            size = path.stat().st_size
+        except OSError as err:
+            raise IntegrityError(f"{path}: {err.strerror} (named by {entry.codename})") from err
+        if size != entry.size or _sha256(path) != entry.sha256:
+            raise IntegrityError(f"{path} does not match its index entry in {entry.codename}")
+        checked += 1
+    return checked
+
+
+def _verify_release(release: Path) -> None:
+    from debian.deb822 import Release
+
+    with release.open() as f:
+        para = Release(f)
+    for item in para.get("SHA256", []):
+        path = release.parent / item["name"]
+        data = path.read_bytes() if path.is_file() else None
+        if data is None or hashlib.sha256(data).hexdigest() != item["sha256"]:
+            raise IntegrityError(f"{path} does not match {release}")

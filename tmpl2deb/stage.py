@@ -1,5 +1,8 @@
-"""stage: apt-get installs a template package into a staging root with its own apt and dpkg
-state, so the host's dpkg database, sources, keys, configuration and cache are never used."""
+"""stage: apt-get downloads a template package (and the parents a delta needs) into a staging
+root with its own apt state, so the host's dpkg database, sources, keys, configuration and cache
+are never used. Nothing of the package runs and dpkg never unpacks it: apt resolves and
+verifies the chain against the signed index, tmpl2deb checks each .deb is a template and unpack
+reads the payload where apt put it (STAGING/var/cache/apt/archives)."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from pathlib import Path
 from tmpl2deb.errors import CommandError, FormatError, IntegrityError, MetadataError
 from tmpl2deb.metadata import TemplateMetadata, check_package, check_version
 from tmpl2deb.run import host_architecture, run
-from tmpl2deb.template import Template, open_template
+from tmpl2deb.template import ARCHIVES, Template, open_template
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +174,7 @@ def prepare(staging: Path, architecture: str) -> None:
     (staging / APT_CONF).write_text(apt_config(staging, architecture))
     # Fetch the indices afresh every time: a repository republished within the same second
     # would otherwise look unchanged to apt's If-Modified-Since, and they are small.
-    for entry in (staging / "var/lib/apt/lists").iterdir():
+    for entry in [*(staging / "var/lib/apt/lists").iterdir(), *(staging / ARCHIVES).glob("*.deb")]:
         if entry.is_file():
             entry.unlink()
     if architecture != host_architecture():
@@ -191,13 +194,13 @@ def _check_staging(staging: Path) -> None:
         raise FormatError(f"parent directory {resolved.parent} does not exist")
 
 
-def apt(staging: Path, *args: str) -> str:
+def apt(staging: Path, *args: str, cwd: Path | None = None) -> str:
     """Run an apt tool with the staging root's configuration only (APT_CONFIG); its output."""
     env = {
         "APT_CONFIG": os.fspath((staging / APT_CONF).resolve()),
         "DEBIAN_FRONTEND": "noninteractive",
     }
-    out = run(args, env=env, capture=True).stdout
+    out = run(args, env=env, cwd=cwd, capture=True).stdout
     log.debug("%s", out.rstrip())
     return out
 
@@ -247,6 +250,24 @@ def choose(root: Path, spec: Spec) -> Resolved:
     return max(fitting, key=lambda r: Version(r.metadata.version))
 
 
+def chain(root: Path, wanted: Resolved) -> list[Resolved]:
+    """WANTED and the exact parent versions its delta chain needs, from ROOT's package lists."""
+    found = [wanted]
+    while found[-1].metadata.delta:
+        package, version = found[-1].metadata.parent_spec()
+        if len(found) > 64 or any(r.metadata.package == package for r in found):
+            raise FormatError(f"the template chain of {wanted.metadata.package} has a cycle")
+        found.append(choose(root, Spec(package, version)))
+    return found
+
+
+def download_argv(templates: list[Resolved]) -> list[str]:
+    """apt-get fetches exactly these versions (checked against the signed index) into the
+    current directory; nothing is installed, no dpkg runs."""
+    specs = [f"{r.metadata.package}={r.metadata.version}" for r in templates]
+    return ["apt-get", "download", "-q", *specs]
+
+
 def stage(
     source: str,
     spec: str,
@@ -255,7 +276,8 @@ def stage(
     architecture: str = "",
     expect: Expect | None = None,
 ) -> Template:
-    """Install template SPEC from SOURCE into STAGING; return the verified template."""
+    """Download template SPEC (and its parents) from SOURCE into STAGING; return the verified
+    template (every .deb staged is checked to be a template before anything reads it)."""
     apt_source = Source.parse(source)
     wanted_spec = Spec.parse(spec)
     package = wanted_spec.package
@@ -269,18 +291,13 @@ def stage(
         (staging / SOURCES).write_text(apt_source.line + "\n")
         log.info("Updating the package lists of %s from %s", staging, apt_source.uri)
         apt(staging, "apt-get", "update", "--error-on=any", "-q")
-        wanted = choose(staging, wanted_spec).metadata
+        resolved = choose(staging, wanted_spec)
+        wanted = resolved.metadata
         check_match(wanted, replace(expect, architecture=expect.architecture or architecture))
-        log.info("Installing %s %s into %s", package, wanted.version, staging)
-        apt(
-            staging,
-            "apt-get",
-            "install",
-            "--yes",
-            "-q",
-            "--allow-downgrades",
-            f"{package}={wanted.version}",
-        )
+        needed = chain(staging, resolved)
+        names = ", ".join(f"{r.metadata.package} {r.metadata.version}" for r in needed)
+        log.info("Downloading %s into %s", names, staging)
+        apt(staging, *download_argv(needed), cwd=staging / ARCHIVES)
         template = open_template(staging, package)
     except BaseException:
         if created:
@@ -288,7 +305,7 @@ def stage(
         raise
     if template.metadata != wanted:
         raise IntegrityError(
-            f"the installed {package} does not match the fields of the package index; "
+            f"the staged {package} does not match the fields of the package index; "
             "the repository or the staging root was altered"
         )
     return template

@@ -23,6 +23,7 @@ class Template:
     manifest: bytes
     payload: debformat.Region
     control: dict[str, str]
+    package_dir: str = ""  # the name of its directory under /usr/share/tmpl2deb/templates
 
     @property
     def name(self) -> str:
@@ -55,61 +56,38 @@ def _from_deb(path: Path) -> Template:
         manifest=layout.manifest.read(),
         payload=layout.payload,
         control=dict(control),
+        package_dir=layout.package,
     )
     _check_consistent(template, layout.payload_name)
     return template
 
 
-def installed_templates(root: Path) -> list[str]:
-    """Names of the template packages installed in a staging root."""
-    base = root / debformat.TEMPLATES_DIR
-    return sorted(p.name for p in base.iterdir()) if base.is_dir() else []
+ARCHIVES = Path("var/cache/apt/archives")  # where apt puts the .debs it downloads
+
+
+def staged_templates(root: Path) -> dict[str, Template]:
+    """The templates apt downloaded into a staging root, by package name."""
+    return {t.metadata.package: t for t in map(_from_deb, sorted((root / ARCHIVES).glob("*.deb")))}
 
 
 def _from_staging(root: Path, package: str) -> Template:
-    names = installed_templates(root)
+    staged = staged_templates(root)
     if package:
-        if package not in names:
+        if package not in staged:
             raise FormatError(
-                f"{root}: template {package} is not installed under /{debformat.TEMPLATES_DIR} "
-                f"(found: {', '.join(names) or 'none'})"
+                f"{root}: template {package} is not staged in /{ARCHIVES} "
+                f"(found: {', '.join(staged) or 'none'})"
             )
-        return _installed(root, package)
-    templates = [_installed(root, name) for name in names]
-    parents = {t.metadata.parent_spec()[0] for t in templates if t.metadata.delta}
-    leaves = [t for t in templates if t.metadata.package not in parents]
+        return staged[package]
+    parents = {t.metadata.parent_spec()[0] for t in staged.values() if t.metadata.delta}
+    leaves = [t for name, t in staged.items() if name not in parents]
     if len(leaves) != 1:
         found = ", ".join(t.metadata.package for t in leaves) or "none"
         raise FormatError(
-            f"{root}: expected one template under /{debformat.TEMPLATES_DIR} "
-            f"(found: {found}); name it with --package"
+            f"{root}: expected one template staged in /{ARCHIVES} (found: {found}); "
+            "name it with --package"
         )
     return leaves[0]
-
-
-def _installed(root: Path, package: str) -> Template:
-    directory = root / debformat.TEMPLATES_DIR / package
-    try:
-        metadata_json = (directory / debformat.METADATA).read_bytes()
-        metadata = _parse(directory, metadata_json)
-        manifest = (directory / debformat.MANIFEST).read_bytes()
-        payload_name = debformat.DELTA_PAYLOAD if metadata.delta else debformat.PAYLOAD
-        payload_path = directory / payload_name
-        size = payload_path.stat().st_size
-    except OSError as err:
-        raise FormatError(
-            f"{directory}: incomplete template ({err.strerror}: {err.filename})"
-        ) from err
-    template = Template(
-        source=root,
-        metadata=metadata,
-        metadata_json=metadata_json,
-        manifest=manifest,
-        payload=debformat.Region(payload_path, debformat.Span(0, size)),
-        control={},
-    )
-    _check_consistent(template, payload_name)
-    return template
 
 
 def _parse(where: Path, metadata_json: bytes) -> TemplateMetadata:
@@ -119,17 +97,35 @@ def _parse(where: Path, metadata_json: bytes) -> TemplateMetadata:
         raise FormatError(f"{where}: bad metadata.json ({err})") from err
 
 
+# Fields that make apt or dpkg act on other packages; a template has none (a delta's Depends
+# on its exact parent is checked against metadata.json).
+RELATIONS = ("Pre-Depends", "Recommends", "Suggests", "Enhances", "Breaks", "Conflicts",
+             "Replaces", "Provides", "Built-Using", "Static-Built-Using", "Essential",
+             "Protected")  # fmt: skip
+
+
 def _check_consistent(template: Template, payload_name: str) -> None:
     """metadata.json, the control fields, the payload and the manifest must agree."""
     meta = template.metadata
     altered = (
         f"{template.source}: control fields and metadata.json disagree; the package was altered"
     )
+    declared = [name for name in RELATIONS if name in template.control]
+    if declared:
+        raise FormatError(
+            f"{template.source} is not a tmpl2deb template: it declares {', '.join(declared)}"
+        )
     if template.control:
+        if template.control.get("Package") != template.package_dir:
+            raise IntegrityError(altered)
         if TemplateMetadata.from_control(template.control) != meta:
             raise IntegrityError(altered)
-        if template.control.get("Depends", "") != (meta.parent if meta.delta else ""):
-            raise IntegrityError(altered)
+        depends = template.control.get("Depends", "")
+        if depends != (meta.parent if meta.delta else ""):
+            raise FormatError(
+                f"{template.source} is not a tmpl2deb template: Depends: {depends} is not "
+                + (f"its parent {meta.parent}" if meta.delta else "allowed (it is no delta)")
+            )
     wanted = debformat.DELTA_PAYLOAD if meta.delta else debformat.PAYLOAD
     if payload_name != wanted:
         raise IntegrityError(
@@ -181,29 +177,29 @@ class _Offered:
 def _find_parent(child: Template, offered: _Offered) -> Template:
     meta = child.metadata
     package, version = meta.parent_spec()
-    parent: Template | None = None
-    where = ""
-    if child.source.is_dir():
-        if package in installed_templates(child.source):
-            parent = _installed(child.source, package)
-        where = f"installed in {child.source}"
-    else:
-        parent = offered.get(package, version)
-        beside = child.source.parent / deb_filename(package, version, meta.architecture)
-        if parent is None and beside.is_file():
-            parent = open_template(beside)
-        where = f"given with --with-parent or as {beside}"
+    parent = offered.get(package, version)
+    beside = child.source.parent / deb_filename(package, version, meta.architecture)
+    if parent is None and beside.is_file():
+        parent = open_template(beside)
+    if parent is None:  # apt's own file names: an epoch's colon is written %3a
+        for deb in sorted(child.source.parent.glob(f"{package}_*_{meta.architecture}.deb")):
+            found = open_template(deb)
+            if found.metadata.version == version:
+                parent = found
     if parent is None:
-        raise FormatError(f"{child.name} is a delta of {meta.parent}, which is not {where}")
-    found = parent.metadata
-    if (found.package, found.version) != (package, version):
-        raise IntegrityError(
-            f"{child.name} is a delta of {meta.parent}, but {parent.source} has " f"{parent.name}"
+        raise FormatError(
+            f"{child.name} is a delta of {meta.parent}, which is not given with --with-parent "
+            f"or as {beside}"
         )
-    if found.architecture != meta.architecture:
+    found_meta = parent.metadata
+    if (found_meta.package, found_meta.version) != (package, version):
+        raise IntegrityError(
+            f"{child.name} is a delta of {meta.parent}, but {parent.source} has {parent.name}"
+        )
+    if found_meta.architecture != meta.architecture:
         raise IntegrityError(
             f"{child.name} ({meta.architecture}) cannot be a delta of {parent.name} "
-            f"({found.architecture})"
+            f"({found_meta.architecture})"
         )
     return parent
 
