@@ -50,16 +50,22 @@ def make_templates(work: Path, writers: int) -> tuple[list[Path], list[Path]]:
 
 def apt_reads(repo_url: str, root: Path) -> tuple[bool, str]:
     """apt-get update of REPO_URL into a throw-away apt root: (ok, last error line)."""
-    for name in ("etc/apt/sources.list.d", "etc/apt/apt.conf.d", "etc/apt/preferences.d",
-                 "var/lib/apt/lists/partial", "var/cache/apt/archives/partial"):
+    for name in (
+        "etc/apt/sources.list.d",
+        "etc/apt/apt.conf.d",
+        "etc/apt/preferences.d",
+        "var/lib/apt/lists/partial",
+        "var/cache/apt/archives/partial",
+    ):
         (root / name).mkdir(parents=True, exist_ok=True)
     (root / "status").touch()
     (root / "etc/apt/sources.list.d/t.list").write_text(
         f"deb [trusted=yes] {repo_url} bookworm main\n"
     )
     conf = root / "apt.conf"
-    conf.write_text(f'Dir "{root}/";\nDir::State::status "{root}/status";\n'
-                    'APT::Sandbox::User "root";\n')
+    conf.write_text(
+        f'Dir "{root}/";\nDir::State::status "{root}/status";\n' 'APT::Sandbox::User "root";\n'
+    )
     for entry in (root / "var/lib/apt/lists").glob("*_*"):
         entry.unlink()
     result = subprocess.run(
@@ -101,9 +107,9 @@ def phase_concurrent(work: Path, names: list[Path], versions: list[Path]) -> Non
         print(f"    {line}")
     failed = concurrent(repo, versions, [])
     listing = tmpl2deb("list", "--repo", repo, check=False).stdout
-    multi = sorted(line.split()[1] for line in listing.splitlines() if line.startswith("tmpl-multi"))
+    multi = [line.split()[1] for line in listing.splitlines() if line.startswith("tmpl-multi")]
     print(f"{len(versions)} concurrent publishes of versions of one template into it: "
-          f"{len(failed)} failed; holds multi {' '.join(multi)}; {readable(repo, work)}")  # fmt: skip
+          f"{len(failed)} failed; holds {' '.join(multi)}; {readable(repo, work)}")  # fmt: skip
     for line in sorted(set(failed)):
         print(f"    {line}")
 

@@ -131,7 +131,7 @@ def test_publish_keeps_releases_refuses_other_contents_retains(
     assert versions(cli, repo)[1:] == [["tmpl-small", "3.0"], ["tmpl-small", "4.0"]]
     assert cli("list", "--repo", repo, "--json") == 0, cli.err
     rows = json.loads(cli.out)
-    assert [(r["package"], r["version"], r["image"]) for r in rows][0] == (
+    assert (rows[0]["package"], rows[0]["version"], rows[0]["image"]) == (
         "tmpl-other",
         "1.0",
         "other",
