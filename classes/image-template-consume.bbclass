@@ -8,9 +8,10 @@
 #   IMAGE_TEMPLATE_REMOVE = "tzdata"         packages of the template to purge
 #   IMAGE_TEMPLATE_ON_STALE = "fail"         fail | warn | full (see below)
 #
-# The first step of do_rootfs_install (rootfs_prepare) installs the template package with
-# apt-get into a staging root (tmpl2deb stage: never the host's dpkg), checks its
-# architecture, distro and suite, and unpacks it as ${ROOTFSDIR}. It restores the build's own
+# The first step of do_rootfs_install (rootfs_prepare) has apt-get download the template
+# package (and the parents of a delta) into a staging root (tmpl2deb stage: never the host's
+# dpkg, no code of the package runs), checks its architecture, distro and suite, and unpacks
+# it as ${ROOTFSDIR}, reading the payload from the .deb where apt put it. It restores the build's own
 # apt sources and package lists from the bootstrap (the template carries none), and does not
 # run chroot-setup.sh again (the template was captured with its state, which
 # do_rootfs_finalize cleans up). Then Isar's package installation runs as usual, with the
@@ -144,10 +145,7 @@ python rootfs_prepare() {
     bb.build.exec_func("image_template_stage", d)
     staging = d.getVar("IMAGE_TEMPLATE_STAGING")
     # a delta template comes with its parents: the one named in IMAGE_TEMPLATE is the image's
-    path = os.path.join(staging, "usr/share/tmpl2deb/templates",
-                        d.getVar("IMAGE_TEMPLATE_PACKAGE"), "metadata.json")
-    with open(path) as f:
-        meta = json.load(f)
+    meta = json.loads(image_template_info(d, "--json"))
     if expected and meta["signature"] != expected:
         stale = ("template %s %s is stale: it was made by %s:do_rootfs_install %s, this build "
                  "has %s\n%s" % (meta["package"], meta["version"], recipe,
@@ -161,8 +159,7 @@ python rootfs_prepare() {
         else:
             bb.warn(stale + "\nFull build from the bootstrap with its packages "
                     "(IMAGE_TEMPLATE_ON_STALE = \"full\")")
-            with open(os.path.join(os.path.dirname(path), "manifest")) as f:
-                names = [line.split()[0] for line in f if line.strip()]
+            names = [line.split()[0] for line in image_template_info(d, "--packages").splitlines()]
             d.appendVar("ROOTFS_PACKAGES", " " + " ".join(names))
             bb.build.exec_func("image_template_bootstrap", d)
             return
@@ -191,6 +188,16 @@ python rootfs_prepare() {
     bb.build.exec_func("image_template_unpack", d)
 }
 rootfs_prepare[vardepsexclude] += "BB_TASKDEPDATA IMAGE_TEMPLATE_RESOLVED_OFFLINE"
+
+# tmpl2deb info OPTION of the template staged (the .deb apt downloaded): its output
+def image_template_info(d, option):
+    import subprocess
+    argv = d.getVar("TMPL2DEB").split() + ["info", "-q", option, "--package",
+            d.getVar("IMAGE_TEMPLATE_PACKAGE"), d.getVar("IMAGE_TEMPLATE_STAGING")]
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode != 0:
+        bb.fatal("tmpl2deb info: %s" % result.stderr.strip())
+    return result.stdout
 
 # What changed between the inputs of two signatures (task hashes), from the sigdata files
 # bitbake keeps in the stamps directory, as bitbake-diffsigs would print it.

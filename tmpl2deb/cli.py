@@ -80,6 +80,7 @@ class _CliArgs(argparse.Namespace):
     old: Path
     new: Path
     files: bool
+    packages: bool
     action: str
     context: list[str]
     exit_code: bool
@@ -140,7 +141,10 @@ def cmd_pack(args: _CliArgs) -> None:
 def cmd_info(args: _CliArgs) -> None:
     from tmpl2deb.template import open_template
 
-    template = open_template(args.deb)
+    template = open_template(args.deb, args.package)
+    if args.packages:
+        _print_packages(template, args.json)
+        return
     if args.json:
         sys.stdout.write(template.metadata_json.decode())
         return
@@ -170,6 +174,19 @@ def cmd_info(args: _CliArgs) -> None:
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}".rstrip())
+
+
+def _print_packages(template: Template, as_json: bool) -> None:
+    """The manifest: 'name version architecture' per line, or a JSON list."""
+    rows = [line.split() for line in template.manifest.decode().splitlines() if line.strip()]
+    if as_json:
+        import json
+
+        keys = ("package", "version", "architecture")
+        print(json.dumps([dict(zip(keys, row, strict=True)) for row in rows], indent=2))
+        return
+    for row in rows:
+        print(" ".join(row))
 
 
 def _kind(template: Template) -> str:
@@ -630,10 +647,19 @@ def _add_info(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     p.add_argument("deb", type=Path, metavar="DEB", help="template .deb or staging root")
     p.add_argument(
-        "--json", action="store_true", help="print the embedded metadata.json (default: a table)"
+        "--json",
+        action="store_true",
+        help="print the embedded metadata.json, or with --packages a JSON list (default: text)",
     )
+    p.add_argument(
+        "--packages",
+        action="store_true",
+        help="list the packages of the rootfs (its manifest: name version architecture) "
+        "instead (default: the metadata)",
+    )
+    _add_staging_package(p)
     _add_with_parent(p)
-    p.set_defaults(func=cmd_info, package="")
+    p.set_defaults(func=cmd_info)
 
 
 def _add_unpack(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
