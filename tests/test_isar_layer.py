@@ -127,8 +127,12 @@ def test_a_new_release_changes_the_signature(cli: Cli, small_tree: Path) -> None
         assert first.startswith("tmpl-small 1.0 ")
         second = release("1.1")
         assert second.startswith("tmpl-small 1.1 ") and second.split()[2] != first.split()[2]
+        # a pinned release stays what it was: the repository keeps it
         recipe.write_text((PROBE % repo).replace("(>= 1.0)", "(= 1.0)"))
+        found = resolved.search(bitbake_env(build, "-e", f"{MC}:probe-image"))
+        assert found and found.group(1) == first
+        recipe.write_text((PROBE % repo).replace("(>= 1.0)", "(= 0.9)"))
         env = bitbake_env(build, "-e", f"{MC}:probe-image")
-        assert "unresolved: no version of tmpl-small satisfies tmpl-small (= 1.0)" in env
+        assert "unresolved: no version of tmpl-small satisfies tmpl-small (= 0.9)" in env
     finally:
         shutil.rmtree(top, ignore_errors=True)
