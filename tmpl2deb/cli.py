@@ -26,7 +26,8 @@ EXIT_CODES = """exit codes:
   0    success
   1    error (bad input, failed check, failed external tool)
   2    usage error
-  130  interrupted"""
+  130  interrupted (SIGINT)
+  143  terminated (SIGTERM)"""
 
 
 class _CliArgs(argparse.Namespace):
@@ -1036,18 +1037,32 @@ def _setup_logging(args: _CliArgs) -> None:
     root.propagate = False
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like SIGINT's KeyboardInterrupt so that every step cleans up."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run tmpl2deb with argv (default: sys.argv[1:]); return the exit code."""
+    import signal
+
     args = build_parser().parse_args(argv, namespace=_CliArgs())
     _setup_logging(args)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         code: int | None = args.func(args)
     except Tmpl2debError as err:
         log.error("%s", err, exc_info=args.debug)
         return 1
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        return 130
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, _Terminated)
+        log.error("terminated" if terminated else "interrupted")
+        return 143 if terminated else 130
     except BrokenPipeError:
         return 1  # stdout closed by the reader (e.g. | head); nothing more to say
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return code or 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 
 
@@ -41,3 +42,8 @@ class CommandError(Tmpl2debError):
         super().__init__(message)
         self.argv = list(argv)
         self.returncode = returncode
+
+
+def disk_full(err: BaseException) -> bool:
+    """Whether ERR (ours, or the OS's) says that a file system is full."""
+    return getattr(err, "errno", None) == errno.ENOSPC or "No space left on device" in str(err)

@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,3 +74,43 @@ def locked(directory: Path, what: str, timeout: float = DEFAULT_TIMEOUT) -> Iter
         yield path
     finally:
         os.close(fd)
+
+
+# -- temporaries of a writer that may be killed --------------------------------------------------
+
+
+def claim(fd: int) -> None:
+    """Mark the temporary open as FD as in use, until it is closed (or its process dies)."""
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+@contextlib.contextmanager
+def claimed(directory: Path) -> Iterator[None]:
+    """Hold a temporary directory as in use."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        claim(fd)
+        yield
+    finally:
+        os.close(fd)
+
+
+def remove_abandoned(directory: Path, pattern: str) -> None:
+    """Remove the temporaries matching PATTERN in DIRECTORY that no live process holds: what a
+    tmpl2deb killed with SIGKILL (or a power cut) left behind."""
+    for path in directory.glob(pattern):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # another tmpl2deb is working in it
+        finally:
+            os.close(fd)
+        log.warning("Removing %s, left by a tmpl2deb that was killed", path)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)

@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from tmpl2deb import debformat, rootfs, tardelta
-from tmpl2deb.errors import CommandError, FormatError, MetadataError, PrivilegeError
+from tmpl2deb.errors import (
+    CommandError,
+    FormatError,
+    MetadataError,
+    PrivilegeError,
+    disk_full,
+)
 from tmpl2deb.excludes import (
     DEFAULT_EXCLUDES,
     DpkgLists,
@@ -28,6 +34,7 @@ from tmpl2deb.excludes import (
     Selection,
     read_owned,
 )
+from tmpl2deb.lock import claim, claimed, remove_abandoned
 from tmpl2deb.metadata import (
     DEFAULT_MAINTAINER,
     DELTA,
@@ -106,6 +113,25 @@ def pack(source: Path, options: PackOptions) -> Path:
     space = len(debformat.control_tar(render_control(draft, _PLACEHOLDER_INFO), options.mtime))
     space = max(space, 10240)  # at least one tar record, as tar itself writes
     log.info("Packing %s into a template for image %s", source, options.name)
+    try:
+        return _write(source, options, package, chain, draft, space)
+    except (OSError, CommandError, FormatError) as err:
+        if disk_full(err):
+            raise FormatError(
+                f"cannot write the template into {options.output}: the disk is full (no space "
+                "left on device); nothing was left there"
+            ) from err
+        raise
+
+
+def _write(
+    source: Path,
+    options: PackOptions,
+    package: str,
+    chain: list[Template],
+    draft: TemplateMetadata,
+    space: int,
+) -> Path:
     with _output_file(options.output) as (out, tmp_path):
         writer_ = debformat.DebWriter(out, package, options.mtime, space)
         docs = _doc_files(draft, options)
@@ -243,9 +269,13 @@ def _doc_files(draft: TemplateMetadata, options: PackOptions) -> dict[str, bytes
 
 @contextmanager
 def _output_file(output: Path) -> Iterator[tuple[BinaryIO, Path]]:
-    """A temporary file in the output directory, removed unless the caller renamed it."""
+    """A temporary file in the output directory, removed unless the caller renamed it (and,
+    after a SIGKILL, by the next pack into the same directory)."""
+    remove_abandoned(output, ".tmpl2deb-*.deb.part")
+    remove_abandoned(output, ".tmpl2deb-delta-*")
     try:
         fd, name = tempfile.mkstemp(dir=output, prefix=".tmpl2deb-", suffix=".deb.part")
+        claim(fd)
     except OSError as err:
         raise FormatError(f"cannot write to {output}: {err.strerror}") from err
     path = Path(name)
@@ -311,55 +341,66 @@ def _delta_payload(
     """Write the zstd of a tar delta of the rootfs tar against the parent's (tardelta), or
     fall back to a full payload when the delta does not pay off; return the stream and the
     kind."""
+    work = Path(tempfile.mkdtemp(dir=options.output, prefix=".tmpl2deb-delta-"))
+    try:
+        with claimed(work):
+            return _delta_in(work, source, options, chain, write)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _delta_in(
+    work: Path,
+    source: Path,
+    options: PackOptions,
+    chain: list[Template],
+    write: Callable[[memoryview], None],
+) -> tuple[TarFilter, str]:
     from tmpl2deb.unpack import check_digest, rootfs_stream  # only for a delta
 
     parent = chain[0]
-    work = Path(tempfile.mkdtemp(dir=options.output, prefix=".tmpl2deb-delta-"))
-    try:
-        child_tar = work / "rootfs.tar"
-        stream = _filter_to_file(source, options, child_tar)
-        delta = work / debformat.DELTA_PAYLOAD
-        log.info("Making a delta against %s", parent.name)
-        zstd = _zstd_argv(options.level)
-        with ExitStack() as stack:
-            parent_stream = stack.enter_context(rootfs_stream(chain))
-            out = stack.enter_context(delta.open("wb"))
-            compressor = stack.enter_context(spawn(zstd, stdin=subprocess.PIPE, stdout=out))
-            child = stack.enter_context(child_tar.open("rb"))
-            size, digest = 0, ""
-            try:
-                size, digest = tardelta.write_delta(
-                    child.fileno(), parent_stream.stdout.fileno(), compressor.stdin.fileno()
-                )
-            except (BrokenPipeError, FormatError) as err:
-                pipeline_failed(err, upstream=parent_stream, downstream=compressor)
-            parent_stream.wait()
-            compressor.stdin.close()
-            compressor.wait()
-        check_digest(parent, size, digest, chain[1:])
-        estimate = _full_estimate(chain, stream.size)
-        size = delta.stat().st_size
-        if size > DELTA_WORTH * estimate:
-            log.warning(
-                "the delta against %s is %.1f MiB, more than half of the %.1f MiB a full "
-                "payload is estimated at: packing a full template instead",
-                parent.name,
-                size / 2**20,
-                estimate / 2**20,
+    child_tar = work / "rootfs.tar"
+    stream = _filter_to_file(source, options, child_tar)
+    delta = work / debformat.DELTA_PAYLOAD
+    log.info("Making a delta against %s", parent.name)
+    zstd = _zstd_argv(options.level)
+    with ExitStack() as stack:
+        parent_stream = stack.enter_context(rootfs_stream(chain))
+        out = stack.enter_context(delta.open("wb"))
+        compressor = stack.enter_context(spawn(zstd, stdin=subprocess.PIPE, stdout=out))
+        child = stack.enter_context(child_tar.open("rb"))
+        size, digest = 0, ""
+        try:
+            size, digest = tardelta.write_delta(
+                child.fileno(), parent_stream.stdout.fileno(), compressor.stdin.fileno()
             )
-            _compress_file(child_tar, options, write)
-            return stream, FULL
-        log.info(
-            "Delta against %s: %.1f MiB, %.1f %% of an estimated full payload of %.1f MiB",
+        except (BrokenPipeError, FormatError) as err:
+            pipeline_failed(err, upstream=parent_stream, downstream=compressor)
+        parent_stream.wait()
+        compressor.stdin.close()
+        compressor.wait()
+    check_digest(parent, size, digest, chain[1:])
+    estimate = _full_estimate(chain, stream.size)
+    size = delta.stat().st_size
+    if size > DELTA_WORTH * estimate:
+        log.warning(
+            "the delta against %s is %.1f MiB, more than half of the %.1f MiB a full "
+            "payload is estimated at: packing a full template instead",
             parent.name,
             size / 2**20,
-            100 * size / max(estimate, 1),
             estimate / 2**20,
         )
-        _copy_file(delta, write)
-        return stream, DELTA
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        _compress_file(child_tar, options, write)
+        return stream, FULL
+    log.info(
+        "Delta against %s: %.1f MiB, %.1f %% of an estimated full payload of %.1f MiB",
+        parent.name,
+        size / 2**20,
+        100 * size / max(estimate, 1),
+        estimate / 2**20,
+    )
+    _copy_file(delta, write)
+    return stream, DELTA
 
 
 def _full_estimate(chain: list[Template], size: int) -> float:

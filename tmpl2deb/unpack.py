@@ -4,6 +4,7 @@ delta) into an empty directory."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import shutil
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import IO
 
 from tmpl2deb import rootfs, tardelta
-from tmpl2deb.errors import FormatError, IntegrityError, PrivilegeError
+from tmpl2deb.errors import FormatError, IntegrityError, PrivilegeError, disk_full
+from tmpl2deb.lock import claimed, remove_abandoned
 from tmpl2deb.run import Process, Stage, grow_pipe, pipeline_failed, spawn
 from tmpl2deb.tarstream import SafetyCheck, TarFilter, pump, writer
 from tmpl2deb.template import Template, open_template, resolve_chain
@@ -35,15 +37,22 @@ def unpack(source: Path, dest: Path, package: str = "", with_parents: Sequence[P
         )
     chain = resolve_chain(open_template(source, package), with_parents)
     check_dest(dest)
+    remove_abandoned(dest.parent, f".{glob.escape(dest.name)}.tmpl2deb-*")
     staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmpl2deb-"))
     log.info("Unpacking %s (%s) into %s", chain[0].name, chain[0].source, dest)
     try:
-        _extract(chain, staging)
+        with claimed(staging):
+            _extract(chain, staging)
         if dest.exists():
             dest.rmdir()  # empty, checked above; rename() cannot replace it on every fs
         staging.rename(dest)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
+        if disk_full(err):
+            raise FormatError(
+                f"cannot unpack into {dest}: the disk is full (no space left on device); "
+                "nothing was left there"
+            ) from err
         raise
     return dest
 
