@@ -4,13 +4,13 @@
 # Isar's rootfs tasks already work on ${IMAGE_ROOTFS} from the host with sudo, and a template
 # is made of (and unpacked into) exactly that tree. Running the layer's copy means a user who
 # only adds this layer gets the tmpl2deb that matches its classes. Host packages it needs:
-# python3-debian python3-arpy zstd reprepro gpg (or install the tmpl2deb package
+# python3-debian python3-arpy zstd gpg (or install the tmpl2deb package
 # and set TMPL2DEB = "tmpl2deb").
 
 TMPL2DEB ?= "env PYTHONPATH=${LAYERDIR_tmpl2deb} /usr/bin/python3 -m tmpl2deb"
 TMPL2DEB[vardepvalue] = "tmpl2deb"
 
-# The template repository of this build (reprepro, base-apt layout), one per DISTRO.
+# The template repository of this build (base-apt layout, every release kept), one per DISTRO.
 IMAGE_TEMPLATE_REPO ?= "${DEPLOY_DIR}/image-templates/${DISTRO}"
 IMAGE_TEMPLATE_CODENAME ?= "${BASE_DISTRO_CODENAME}"
 # gpg key id to sign the repository with (GNUPGHOME of the build user); empty: unsigned.

@@ -16,9 +16,10 @@ from tmpl2deb.cli import build_parser, source_date_epoch
 _DESCRIPTION = """\
 tmpl2deb makes image templates: a finished root filesystem becomes an ordinary Debian package
 whose control fields carry the image's metadata and whose data holds the rootfs as a zstd tar
-with every owner, mode, xattr, capability, ACL, device and hard link. Templates travel through a
-reprepro repository like any package; consumers install them with apt-get into a staging root
-(never the host), unpack the rootfs and build on top of it instead of bootstrapping from scratch.
+with every owner, mode, xattr, capability, ACL, device and hard link. Templates travel through an
+apt repository laid out like Isar's base-apt that keeps every release; consumers fetch them with
+apt-get into a staging root (never the host, no code of the package runs), unpack the rootfs and
+build on top of it instead of bootstrapping from scratch.
 Host leaks (apt sources, resolv.conf, hosts, proxy settings, machine-id, logs) are left out of
 every template.
 
@@ -65,7 +66,16 @@ _FILES = [
         "The apt configuration of a staging root, written by stage; "
         "APT_CONFIG=STAGING/etc/apt/apt.conf apt-cache show PACKAGE queries it.",
     ),
-    ("REPO/conf/distributions", "The reprepro configuration publish writes and extends."),
+    (
+        "STAGING/var/cache/apt/archives/*.deb",
+        "The template and its parents as apt downloaded them; unpack reads them there.",
+    ),
+    (
+        "REPO/conf/distributions",
+        "The settings of the repository's distributions (reprepro's format; SignWith, Retain) "
+        "that publish writes and extends.",
+    ),
+    ("REPO/.tmpl2deb.lock", "The writers' lock (flock); a writer waits for it."),
     ("REPO/archive-keyring.gpg", "The public key of a signed repository, for signed-by=."),
 ]
 
