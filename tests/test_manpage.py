@@ -30,6 +30,7 @@ def test_man_page_matches_help(tmp_path: Path) -> None:
         "info",
         "unpack",
         "publish",
+        "remove",
         "list",
         "stage",
         "resolve",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 
@@ -16,6 +17,7 @@ from tmpl2deb.metadata import (
     package_name,
     parent_field,
     render_control,
+    rootfs_identity,
 )
 
 META = TemplateMetadata(
@@ -27,6 +29,7 @@ META = TemplateMetadata(
     distro="debian",
     suite="bookworm",
     rootfs_sha256="a" * 64,
+    payload_sha256="a" * 64,  # a full template: its rootfs identity is the payload's sha256
     rootfs_size=123456,
     rootfs_files=42,
     packages=7,
@@ -95,7 +98,10 @@ def test_optional_fields_absent_from_control() -> None:
         ({"package": "Tmpl"}, "package"),
         ({"rootfs_sha256": "xyz"}, "rootfs_sha256"),
         ({"excludes": ("var/log",)}, "excludes"),
-        ({"format": 2}, "format"),
+        ({"format": 3}, "format"),
+        ({"payload_sha256": ""}, "payload_sha256"),
+        ({"payload_sha256": "c" * 64}, "rootfs_sha256"),  # not the identity it gives
+        ({"format": 1}, "payload_sha256"),  # format 1 records none
         ({"distro": "a b"}, "distro"),
     ],
 )
@@ -126,3 +132,16 @@ def test_every_debian_version_is_accepted(version: str) -> None:
 def test_what_dpkg_refuses_is_refused(version: str) -> None:
     with pytest.raises(MetadataError, match="is not a Debian version"):
         check_version(version)
+
+
+def test_rootfs_identity_of_a_chain() -> None:
+    """Format 2: a full template's identity is its payload's sha256; a delta's covers its
+    parent's identity too, so one payload changed anywhere in a chain changes the leaf's."""
+    full = rootfs_identity("a" * 64)
+    assert full == "a" * 64
+    delta = rootfs_identity("b" * 64, full)
+    assert delta == hashlib.sha256(f"{'a' * 64} {'b' * 64}".encode()).hexdigest()
+    assert rootfs_identity("b" * 64, rootfs_identity("c" * 64)) != delta
+    old = replace(META, format=1, payload_sha256="", rootfs_sha256="f" * 64)  # still read
+    assert TemplateMetadata.from_control(old.control_fields() | {
+        "Package": "tmpl-base", "Version": "1.2", "Architecture": "arm64"}) == old  # fmt: skip

@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import Cli, http_server, needs_root, needs_tool, sh
 from tmpl2deb import treeinfo
 from tmpl2deb.repo import DISTRIBUTIONS
+from tmpl2deb.template import open_template
 
 pytestmark = pytest.mark.usefixtures("host_untouched")
 
@@ -78,7 +79,7 @@ def test_publish_creates_a_base_apt_layout(
     assert (repo / "dists/bookworm/Release").is_file()
     assert not (repo / "dists/bookworm/InRelease").exists()
     index = packages_index(repo)
-    for field in ("Template-Format: 1", "Template-Image: small", "Template-Suite: bookworm"):
+    for field in ("Template-Format: 2", "Template-Image: small", "Template-Suite: bookworm"):
         assert field in index
     release = (repo / "dists/bookworm/Release").read_text()
     assert "Acquire-By-Hash: yes" in release
@@ -200,8 +201,27 @@ def test_signed_repository_over_http_stage_and_unpack(
             "no version of tmpl-small satisfies tmpl-small=1.5 (the source has 1.0, 2.0)" in cli.err
         )
         assert cli("stage", "--source", source, "--arch", "arm64", "tmpl-small", staging) == 0
+    # apt checked the staged .debs: unpack does not hash them again, unless they changed since
+    verified = json.loads((staging / "var/lib/tmpl2deb/verified.json").read_text())
+    assert list(verified) == ["tmpl-small_2.0_arm64.deb"]
+    staged_deb = staging / "var/cache/apt/archives/tmpl-small_2.0_arm64.deb"
+    pristine = staged_deb.read_bytes()
+    payload = open_template(staged_deb).payload
+    offset = next(payload.pieces())[0] + 20  # a byte of the zstd payload
+    staged_deb.write_bytes(
+        pristine[:offset] + bytes([pristine[offset] ^ 1]) + pristine[offset + 1 :]
+    )
+    assert cli("unpack", staging, tmp_path / "tampered") == 1
+    assert "does not match its recorded sha256" in cli.err or "zstd" in cli.err, cli.err
+    assert not (tmp_path / "tampered").exists()
+    staged_deb.write_bytes(pristine)
+    assert cli("unpack", "-v", staging, tmp_path / "again") == 0, cli.err
+    assert "checked by apt" not in cli.err  # changed since apt checked it: hashed
+    source = f"deb [signed-by={keyring}] file:{repo} bookworm main"
+    assert cli("stage", "--source", source, "--arch", "arm64", "tmpl-small", staging) == 0
     dest = tmp_path / "rootfs"
-    assert cli("unpack", staging, dest) == 0, cli.err
+    assert cli("unpack", "-v", staging, dest) == 0, cli.err
+    assert "checked by apt against the signed index when staged" in cli.err
     expected = tmp_path / "expected"
     two = pack_small("--version", "2.0")
     assert cli("unpack", two, expected) == 0, cli.err

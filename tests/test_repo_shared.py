@@ -272,7 +272,7 @@ def test_a_writer_waits_for_the_lock_and_gives_up_naming_the_holder(
         assert waiting.poll() is None, "it waits while the lock is held"
     finally:
         holder.send_signal(signal.SIGKILL)  # the kernel releases a dead holder's lock
-        holder.wait()
+        holder.communicate()
     out, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 0, err
     assert held(repo) == ["tmpl-one 1.0"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, fields
@@ -12,7 +13,10 @@ from tmpl2deb.errors import MetadataError
 if TYPE_CHECKING:
     from debian.deb822 import Deb822
 
-FORMAT_VERSION = 1
+# Format 2: the payload's own sha256 is recorded and verified (a third of the bytes of the
+# rootfs tar, which format 1 hashed); the rootfs identity is derived from it (rootfs_identity).
+FORMAT_VERSION = 2
+FORMATS = (1, 2)  # what unpack still reads
 PACKAGE_PREFIX = "tmpl-"
 DEFAULT_MAINTAINER = "Image Templates <image-templates@example.org>"
 FULL, DELTA = (
@@ -63,6 +67,15 @@ def check_version(version: str) -> None:
         raise MetadataError("version", f"{version!r} is not a Debian version (e.g. 1.0 or 2:1.2-3)")
 
 
+def rootfs_identity(payload_sha256: str, parent_sha256: str = "") -> str:
+    """The rootfs identity of a format 2 template (Template-Rootfs-Sha256): the sha256 of its
+    payload for a full template; for a delta, the sha256 of 'PARENT_IDENTITY PAYLOAD_SHA256'.
+    Verifying every payload of a chain against its digest thus proves the rootfs it rebuilds."""
+    if not parent_sha256:
+        return payload_sha256
+    return hashlib.sha256(f"{parent_sha256} {payload_sha256}".encode()).hexdigest()
+
+
 def parent_field(spec: str) -> str:
     """Turn the command-line form PKG=VERSION into the control form 'PKG (= VERSION)'."""
     package, sep, version = spec.partition("=")
@@ -93,6 +106,7 @@ CONTROL_FIELDS = {
     "removed": "Template-Removed",
     "signature": "Template-Signature",
     "rootfs_sha256": "Template-Rootfs-Sha256",
+    "payload_sha256": "Template-Payload-Sha256",
     "rootfs_size": "Template-Rootfs-Size",
     "rootfs_files": "Template-Rootfs-Files",
     "packages": "Template-Packages",
@@ -125,6 +139,7 @@ class TemplateMetadata:
     removed: tuple[str, ...] = ()
     signature: str = ""
     payload: str = FULL
+    payload_sha256: str = ""  # format 2: of rootfs.tar.zst / rootfs.tardelta.zst
     format: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -147,8 +162,22 @@ class TemplateMetadata:
             raise MetadataError("payload", f"{self.payload!r} is neither {FULL!r} nor {DELTA!r}")
         if self.payload == DELTA and not (self.parent and self.parent_sha256):
             raise MetadataError("payload", "a delta template needs its parent and parent sha256")
-        if self.format != FORMAT_VERSION:
-            raise MetadataError("format", f"version {self.format} is not supported (expected 1)")
+        self._check_format()
+
+    def _check_format(self) -> None:
+        if self.format not in FORMATS:
+            raise MetadataError(
+                "format",
+                f"version {self.format} is not supported (this tmpl2deb reads "
+                f"{' and '.join(map(str, FORMATS))}); use a newer tmpl2deb",
+            )
+        if self.format >= 2:
+            _check(self.payload_sha256, _SHA256_RE, "payload_sha256")
+            parent = self.parent_sha256 if self.delta else ""
+            if self.rootfs_sha256 != rootfs_identity(self.payload_sha256, parent):
+                raise MetadataError("rootfs_sha256", "is not the identity its payload gives")
+        elif self.payload_sha256:
+            raise MetadataError("payload_sha256", "format 1 has none")
 
     def _check_lists(self) -> None:
         for feature in self.features:

@@ -46,6 +46,7 @@ from tmpl2deb.metadata import (
     deb_filename,
     package_name,
     render_control,
+    rootfs_identity,
 )
 from tmpl2deb.run import Process, host_architecture, pipeline_failed, spawn
 from tmpl2deb.tarstream import Action, Member, TarFilter, pump, writer
@@ -136,12 +137,27 @@ def _write(
         writer_ = debformat.DebWriter(out, package, options.mtime, space)
         docs = _doc_files(draft, options)
         writer_.begin_payload(docs)
+        payload_digest = hashlib.sha256()
+
+        def write_payload(data: memoryview) -> None:
+            payload_digest.update(data)  # the compressed bytes only: a third of the tar's
+            writer_.write_payload(data)
+
         if chain:
-            stream, kind = _delta_payload(source, options, chain, writer_.write_payload)
+            stream, kind = _delta_payload(source, options, chain, write_payload)
         else:
-            stream, kind = _stream_payload(source, options, writer_.write_payload), FULL
+            stream, kind = _stream_payload(source, options, write_payload), FULL
         payload_size = writer_.end_payload()
-        meta, manifest = _finish_metadata(replace(draft, payload=kind), stream, options)
+        payload_sha256 = payload_digest.hexdigest()
+        draft = replace(
+            draft,
+            payload=kind,
+            payload_sha256=payload_sha256,
+            rootfs_sha256=rootfs_identity(
+                payload_sha256, draft.parent_sha256 if kind == DELTA else ""
+            ),
+        )
+        meta, manifest = _finish_metadata(draft, stream, options)
         writer_.add_file(debformat.MANIFEST, manifest)
         writer_.add_file(debformat.METADATA, meta.to_json().encode())
         sizes = (len(manifest), len(meta.to_json()), *map(len, docs.values()))
@@ -198,7 +214,10 @@ def _draft_metadata(options: PackOptions, package: str, payload: str) -> Templat
         build_date=build_date(options.mtime),
         distro="x" * 64,
         suite="x" * 64,
-        rootfs_sha256=_PLACEHOLDER_SHA,
+        rootfs_sha256=rootfs_identity(
+            _PLACEHOLDER_SHA, options.parent_sha256 if payload == DELTA else ""
+        ),
+        payload_sha256=_PLACEHOLDER_SHA,
         rootfs_size=10**15,
         rootfs_files=10**12,
         packages=10**9,
@@ -311,8 +330,12 @@ def _stream_payload(
         read_fd, producer, decide = _open_source(source, options, stack)
         compressor = stack.enter_context(spawn(zstd, stdin=subprocess.PIPE))
         drain = _Drain(compressor, write)
+        stack.callback(drain.stop)  # first, on the way out: before the .deb is closed
         tar_filter = TarFilter(
-            writer(compressor.stdin.fileno()), decide=decide, capture=rootfs.CAPTURED
+            writer(compressor.stdin.fileno()),
+            decide=decide,
+            capture=rootfs.CAPTURED,
+            digest=False,  # format 2: the payload is hashed, not the tar
         )
         try:
             pump(read_fd, tar_filter, progress=_progress)
@@ -372,7 +395,10 @@ def _delta_in(
         size, digest = 0, ""
         try:
             size, digest = tardelta.write_delta(
-                child.fileno(), parent_stream.stdout.fileno(), compressor.stdin.fileno()
+                child.fileno(),
+                parent_stream.stdout.fileno(),
+                compressor.stdin.fileno(),
+                digest=parent.metadata.format == 1,  # format 2: rootfs_stream checks it
             )
         except (BrokenPipeError, FormatError) as err:
             pipeline_failed(err, upstream=parent_stream, downstream=compressor)
@@ -423,7 +449,7 @@ def _filter_to_file(source: Path, options: PackOptions, path: Path) -> TarFilter
             except OSError as err:
                 raise FormatError(f"cannot write {path}: {err.strerror}") from err
 
-        tar_filter = TarFilter(write, decide=decide, capture=rootfs.CAPTURED)
+        tar_filter = TarFilter(write, decide=decide, capture=rootfs.CAPTURED, digest=False)
         try:
             pump(read_fd, tar_filter, progress=_progress)
         except FormatError as err:
@@ -436,11 +462,14 @@ def _filter_to_file(source: Path, options: PackOptions, path: Path) -> TarFilter
 
 
 def _compress_file(path: Path, options: PackOptions, write: Callable[[memoryview], None]) -> None:
-    """zstd of a file on disk, streamed into write()."""
-    zstd = [*_zstd_argv(options.level), os.fspath(path)]
-    with spawn(zstd) as compressor:
+    """zstd of a file on disk, streamed into write(). It reads the file as its stdin: the
+    frames are then those of the streamed pack (no content size), the same bytes."""
+    with path.open("rb") as source, spawn(_zstd_argv(options.level), stdin=source) as compressor:
         drain = _Drain(compressor, write)
-        drain.join()
+        try:
+            drain.join()
+        finally:
+            drain.stop()
         compressor.wait()
 
 
@@ -459,7 +488,7 @@ class _Drain(threading.Thread):
         super().__init__(daemon=True)
         self._process = process
         self._write = write
-        self.error: OSError | None = None
+        self.error: BaseException | None = None
         self.start()
 
     def run(self) -> None:
@@ -469,14 +498,22 @@ class _Drain(threading.Thread):
         try:
             while n := os.readv(fd, [buf]):
                 self._write(view[:n])
-        except OSError as err:
+        except BaseException as err:  # reported by join() in the main thread
             self.error = err
-            self._process.stdout.close()  # zstd now fails on its next write, and stops
+            with contextlib.suppress(OSError):
+                self._process.stdout.close()  # zstd now fails on its next write, and stops
 
     def join(self, timeout: float | None = None) -> None:
         super().join(timeout)
-        if self.error is not None:
+        if isinstance(self.error, OSError):
             raise FormatError(f"cannot write the template: {self.error.strerror}") from self.error
+        if self.error is not None:
+            raise self.error
+
+    def stop(self) -> None:
+        """On the way out, whatever happened: kill the compressor, wait for the thread."""
+        self._process.abort()
+        super().join()
 
 
 def _progress(done: int) -> None:
@@ -520,7 +557,7 @@ def _owned_paths(source: Path, options: PackOptions) -> OwnedPaths:
         return read_owned(source)
     with ExitStack() as stack:
         read_fd, producer = _read_tarball(source, stack)
-        lists = TarFilter(lambda _data: None, capture=DpkgLists())
+        lists = TarFilter(lambda _data: None, capture=DpkgLists(), digest=False)
         try:
             pump(read_fd, lists)
         except FormatError as err:
@@ -570,7 +607,6 @@ def _finish_metadata(
         architecture=architecture,
         distro=os_release.get("ID", "unknown"),
         suite=os_release.get("VERSION_CODENAME") or os_release.get("VERSION_ID") or "unknown",
-        rootfs_sha256=stream.sha256.hexdigest(),
         rootfs_size=stream.size,
         rootfs_files=stream.members,
         packages=len(packages),

@@ -16,7 +16,7 @@ from pathlib import Path
 from tmpl2deb.errors import CommandError, FormatError, IntegrityError, MetadataError
 from tmpl2deb.metadata import TemplateMetadata, check_package, check_version
 from tmpl2deb.run import host_architecture, run
-from tmpl2deb.template import ARCHIVES, Template, open_template
+from tmpl2deb.template import ARCHIVES, Template, open_template, record_verified
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +298,7 @@ def stage(
         names = ", ".join(f"{r.metadata.package} {r.metadata.version}" for r in needed)
         log.info("Downloading %s into %s", names, staging)
         apt(staging, *download_argv(needed), cwd=staging / ARCHIVES)
+        record_verified(staging)
         template = open_template(staging, package)
     except BaseException:
         if created:

@@ -190,11 +190,11 @@ class _Steps:
         self.write(RECORD.pack(op, n))
 
 
-def write_delta(child: int, parent: int, out: int) -> tuple[int, str]:
+def write_delta(child: int, parent: int, out: int, digest: bool = True) -> tuple[int, str]:
     """Write the tar delta of the child tar (a regular file: inserted members are sent from it
-    with sendfile) against the parent tar stream to fd out; return the parent's size and
-    sha256 (every byte of it is read)."""
-    children, parents = Reader(child, "child"), Reader(parent, "parent", digest=True)
+    with sendfile) against the parent tar stream to fd out; return the parent's size and, with
+    digest, sha256 (every byte of it is read), else ''."""
+    children, parents = Reader(child, "child"), Reader(parent, "parent", digest=digest)
     steps = _Steps(out)
     c, p = next_member(children), next_member(parents)
     while c is not None:
@@ -220,8 +220,7 @@ def write_delta(child: int, parent: int, out: int) -> tuple[int, str]:
     trailer = children.trailer + b"".join(bytes(v) for v in children.rest())
     steps.record(END, len(trailer))
     steps.write(trailer)
-    assert parents.sha256 is not None
-    return parents.offset, parents.sha256.hexdigest()
+    return parents.offset, parents.sha256.hexdigest() if parents.sha256 is not None else ""
 
 
 def _send(out: int, fd: int, offset: int, count: int) -> None:

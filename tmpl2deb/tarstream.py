@@ -144,8 +144,8 @@ class TarFilter:
     """Feed tar bytes in chunks; the (possibly filtered) stream goes to write().
 
     decide(member) picks KEEP/DROP/EMPTY (default KEEP); check(member) may raise to refuse
-    a member before any of its bytes are written. The sha256 and size cover the output.
-    Members whose names are in `capture` are also kept in memory (small files only).
+    a member before any of its bytes are written. The size, and with digest the sha256, cover
+    the output. Members whose names are in `capture` are also kept in memory (small files only).
     """
 
     def __init__(
@@ -155,6 +155,7 @@ class TarFilter:
         decide: Callable[[Member], Action] | None = None,
         check: Callable[[Member], None] | None = None,
         capture: Container[bytes] = frozenset(),
+        digest: bool = True,
     ) -> None:
         self._write = write
         self._decide = decide
@@ -162,6 +163,7 @@ class TarFilter:
         self._capture_names = capture
         self.captured: dict[bytes, bytes] = {}
         self.sha256 = hashlib.sha256()
+        self._digest = digest
         self.size = 0
         self.members = 0
         self._chunk = memoryview(b"")
@@ -207,7 +209,8 @@ class TarFilter:
         self._runs = []
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         if data:
-            self.sha256.update(data)
+            if self._digest:
+                self.sha256.update(data)
             self.size += len(data)
             self._write(data)
 

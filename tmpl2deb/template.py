@@ -4,8 +4,9 @@ template needs."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tmpl2deb import debformat
@@ -24,6 +25,7 @@ class Template:
     payload: debformat.Region
     control: dict[str, str]
     package_dir: str = ""  # the name of its directory under /usr/share/tmpl2deb/templates
+    verified: bool = False  # apt checked the .deb against a signed index (stage)
 
     @property
     def name(self) -> str:
@@ -63,11 +65,35 @@ def _from_deb(path: Path) -> Template:
 
 
 ARCHIVES = Path("var/cache/apt/archives")  # where apt puts the .debs it downloads
+VERIFIED = Path("var/lib/tmpl2deb/verified.json")  # what apt checked against a signed index
+
+
+def _identity(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def record_verified(root: Path) -> None:
+    """Note the .debs apt has just checked against the signed index (stage): unpack need not
+    hash their payloads again, as long as the files are the same (device, inode, size, mtime)."""
+    record = {p.name: _identity(p) for p in sorted((root / ARCHIVES).glob("*.deb"))}
+    (root / VERIFIED).parent.mkdir(parents=True, exist_ok=True)
+    (root / VERIFIED).write_text(json.dumps(record, indent=1) + "\n")
 
 
 def staged_templates(root: Path) -> dict[str, Template]:
     """The templates apt downloaded into a staging root, by package name."""
-    return {t.metadata.package: t for t in map(_from_deb, sorted((root / ARCHIVES).glob("*.deb")))}
+    try:
+        record = json.loads((root / VERIFIED).read_text())
+    except (OSError, ValueError):
+        record = {}
+    found = {}
+    for path in sorted((root / ARCHIVES).glob("*.deb")):
+        template = _from_deb(path)
+        if record.get(path.name) == _identity(path):
+            template = replace(template, verified=True)
+        found[template.metadata.package] = template
+    return found
 
 
 def _from_staging(root: Path, package: str) -> Template:

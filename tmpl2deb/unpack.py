@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import logging
 import os
 import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO
@@ -81,7 +82,7 @@ def _extract(chain: Sequence[Template], target: Path) -> None:
                 if not tar_filter.ended:
                     raise
 
-        tar_filter = TarFilter(write, check=SafetyCheck())
+        tar_filter = TarFilter(write, check=SafetyCheck(), digest=chain[0].metadata.format == 1)
         try:
             pump(decompressor.stdout.fileno(), tar_filter, progress=_progress)
         except (BrokenPipeError, FormatError) as err:
@@ -98,12 +99,15 @@ def check_digest(
     """The rootfs tar rebuilt for template (from its delta and parents, if any) must be the
     one it records."""
     meta = template.metadata
-    if size != meta.rootfs_size or digest != meta.rootfs_sha256:
+    sha_differs = meta.format == 1 and digest != meta.rootfs_sha256  # format 2: the payloads
+    if size != meta.rootfs_size or sha_differs:
         chain = ", ".join(p.name for p in parents)
         through = f" (rebuilt through {chain})" if parents else ""
         raise IntegrityError(
             f"{template.source}: rootfs payload of {template.name}{through} does not match its "
-            f"recorded sha256 ({digest[:16]}… != {meta.rootfs_sha256[:16]}…); "
+            f"recorded {'sha256' if sha_differs else 'size'} "
+            f"({digest[:16] if sha_differs else size}… != "
+            f"{meta.rootfs_sha256[:16] if sha_differs else meta.rootfs_size}…); "
             f"{'a template of the chain' if parents else 'the template'} is corrupt, "
             "fetch it again"
         )
@@ -115,24 +119,34 @@ def _progress(done: int) -> None:
 
 @contextmanager
 def rootfs_stream(chain: Sequence[Template]) -> Iterator[Stage]:
-    """A stage whose stdout is the rootfs tar of chain[0], which the caller verifies: zstd of
-    a full payload; for a delta, a thread applying the decoded tar delta to the parent's
-    stream (itself rebuilt the same way). The parents' streams are not hashed again: only
-    the right parents rebuild chain[0]'s recorded sha256."""
+    """A stage whose stdout is the rootfs tar of chain[0]: zstd of a full payload; for a delta,
+    a thread applying the decoded tar delta to the parent's stream (itself rebuilt the same
+    way). Format 2: every payload's sha256 is checked when the context ends (a corrupt one
+    raises IntegrityError); the caller checks the size (check_digest). Format 1 at the top:
+    the caller checks the sha256 of the whole tar, and only the right parents rebuild it."""
     with ExitStack() as stack:
         if len(chain) == 1:
             yield stack.enter_context(_decompress(chain[0]))
             return
         parent = stack.enter_context(rootfs_stream(chain[1:]))
         delta = stack.enter_context(_decompress(chain[0]))
-        yield stack.enter_context(_Patched(parent, delta))
+        check = None
+        if chain[0].metadata.format >= 2 and chain[1].metadata.format == 1:
+            # a format 1 parent is proven by the sha256 of its rootfs tar only
+
+            def check(size: int, digest: str) -> None:
+                check_digest(chain[1], size, digest, chain[2:])
+
+        yield stack.enter_context(_Patched(parent, delta, check))
 
 
 class _Patched:
     """The rootfs tar of a delta template, written to a pipe by a thread that applies the
     decoded tar delta to the parent's tar stream."""
 
-    def __init__(self, parent: Stage, delta: Stage) -> None:
+    def __init__(
+        self, parent: Stage, delta: Stage, check: Callable[[int, str], None] | None
+    ) -> None:
         self._parent, self._delta = parent, delta
         read_fd, self._write_fd = os.pipe()
         grow_pipe(self._write_fd)
@@ -141,7 +155,9 @@ class _Patched:
 
         def apply() -> None:
             try:
-                tardelta.apply_delta(parent.stdout.fileno(), delta.stdout.fileno(), self._write_fd)
+                tardelta.apply_delta(
+                    parent.stdout.fileno(), delta.stdout.fileno(), self._write_fd, check
+                )
             except BaseException as err:  # reported by wait()
                 self._error = err
             finally:
@@ -191,10 +207,15 @@ class _Patched:
 
 @contextmanager
 def _decompress(template: Template) -> Iterator[Process]:
-    """zstd -dc of the payload span (of the .deb, or the whole file in a staging root)."""
+    """zstd -dc of the payload span of the .deb. A format 2 payload's sha256 is checked when
+    the stream has been read (IntegrityError), unless apt checked the .deb (staged)."""
     argv = ["zstd", "--decompress", "--stdout", "--quiet"]
+    verify = template.metadata.format >= 2 and not template.verified
+    digest = hashlib.sha256() if verify else None
+    if template.verified:
+        log.debug("%s: checked by apt against the signed index when staged", template.source)
     with spawn(argv, stdin=subprocess.PIPE) as process:
-        feeder = threading.Thread(target=_feed, args=(template, process), daemon=True)
+        feeder = threading.Thread(target=_feed, args=(template, process, digest), daemon=True)
         feeder.start()
         try:
             yield process
@@ -202,6 +223,12 @@ def _decompress(template: Template) -> Iterator[Process]:
             if process.popen.poll() is None:
                 process.popen.kill()  # on errors: else the feeder waits for zstd forever
             feeder.join()
+    if digest is not None and digest.hexdigest() != template.metadata.payload_sha256:
+        raise IntegrityError(
+            f"{template.source}: payload of {template.name} does not match its recorded sha256 "
+            f"({digest.hexdigest()[:16]}… != {template.metadata.payload_sha256[:16]}…); the "
+            "template is corrupt, fetch it again"
+        )
 
 
 def _send(out: int, fd: int, offset: int, left: int) -> None:
@@ -213,13 +240,32 @@ def _send(out: int, fd: int, offset: int, left: int) -> None:
         left -= sent
 
 
-def _feed(template: Template, process: Process) -> None:
-    """Copy the payload span into zstd's stdin without passing it through Python buffers."""
+def _send_hashed(out: int, fd: int, offset: int, left: int, digest: hashlib._Hash) -> None:
+    """Like _send, through a buffer that the digest sees (the GIL is released for both)."""
+    buf = bytearray(min(left, 1 << 20))
+    view = memoryview(buf)
+    while left:
+        n = os.preadv(fd, [view[: min(left, len(buf))]], offset)
+        if not n:
+            return
+        digest.update(view[:n])
+        done = 0
+        while done < n:
+            done += os.write(out, view[done:n])
+        offset += n
+        left -= n
+
+
+def _feed(template: Template, process: Process, digest: hashlib._Hash | None) -> None:
+    """Copy the payload span into zstd's stdin: with sendfile, or hashed on the way."""
     out = process.stdin.fileno()
     try:
         with template.payload.path.open("rb") as f:
             for offset, length in template.payload.pieces():
-                _send(out, f.fileno(), offset, length)
+                if digest is None:
+                    _send(out, f.fileno(), offset, length)
+                else:
+                    _send_hashed(out, f.fileno(), offset, length, digest)
     except OSError:
         pass  # zstd exited early; its error is reported by the reader side
     finally:
