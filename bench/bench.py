@@ -3,17 +3,18 @@
 
 Usage: bench/bench.py [ROOTFS] [--runs N] [--work DIR]
 Without ROOTFS, a Debian minbase rootfs is built with mmdebstrap first. Each row is the
-median of N runs: wall time, CPU time (user+sys of the whole process tree), peak memory (RSS
+median of N runs, the rows taking turns in each of N rounds: wall time, CPU time (user+sys of the whole process tree), peak memory (RSS
 of the whole process tree, sampled from /proc every 10 ms and summed over live processes, plus
 the growth of the machine's Shmem, where memory files live) and output size. Pack is compared
-with `tar | zstd`, and with `tar | tee sha256 | zstd` (unpack likewise): a template records the
-sha256 of its rootfs tar, unpack verifies it, and on a CPU without SHA instructions that hash
-costs about as much CPU as zstd -3.
+with `tar | zstd`, unpack and stage+unpack with `zstd -dc | tar -x`; the `tee sha256` rows
+show what hashing the whole tar costs (format 1 did; format 2 hashes the compressed payload).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import resource
 import shutil
 import statistics
@@ -22,6 +23,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 TAR_FLAGS = (
@@ -94,14 +97,31 @@ def _size(path: Path) -> int:
     return 0
 
 
-def median_run(runs: int, argv: list[str] | str, output: Path, reset: list[Path]) -> list[float]:
-    results = []
+@dataclass(frozen=True)
+class Row:
+    """One command to measure: its output, and what to remove before each run."""
+
+    name: str
+    kind: str  # pack, unpack, publish or stage: the reference it is compared with
+    argv: list[str] | str
+    output: Path
+    reset: tuple[Path, ...] = ()
+
+
+def interleaved(runs: int, rows: list[Row]) -> dict[str, list[float]]:
+    """Median of RUNS measurements of every row, the rows taking turns in each round (so that
+    a noisy moment of the machine spreads over all of them)."""
+    results: dict[str, list[tuple[float, float, int, int]]] = {row.name: [] for row in rows}
     for _ in range(runs):
-        for path in reset:
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(True)
-        subprocess.run(["sync"], check=True)
-        results.append(measure(argv, output))
-    return [statistics.median(column) for column in zip(*results, strict=True)]
+        for row in rows:
+            for path in row.reset:
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(True)
+            subprocess.run(["sync"], check=True)
+            results[row.name].append(measure(row.argv, row.output))
+    return {
+        name: [statistics.median(column) for column in zip(*values, strict=True)]
+        for name, values in results.items()
+    }
 
 
 def main() -> int:
@@ -127,58 +147,64 @@ def run(args: argparse.Namespace, work: Path) -> int:
                         rootfs], check=True)  # fmt: skip
     out = work / "out"
     out.mkdir()
-    env_epoch = "SOURCE_DATE_EPOCH=1700000000"
-    rows: list[tuple[str, list[float]]] = []
+    tool = " ".join(TMPL2DEB)
+    pack = f"SOURCE_DATE_EPOCH=1700000000 {tool} pack -q {rootfs} --name bench --version 1 -o {out}"
+    subprocess.run(pack, shell=True, check=True)  # the .deb the other rows read
+    deb = out / "tmpl-bench_1_amd64.deb"
     ref_tar = work / "ref.tar.zst"
-    rows.append(("tmpl2deb pack", median_run(
-        args.runs, f"{env_epoch} {' '.join(TMPL2DEB)} pack -q {rootfs} --name bench "
-        f"--version 1 -o {out}", out / "tmpl-bench_1_amd64.deb", [])))  # fmt: skip
-    deb = next(out.glob("*.deb"))
     make_tar = f"tar -C {rootfs} -cf - {TAR_FLAGS} --sort=name ."
     compress = f"zstd -q -T0 -3 > {ref_tar}"
-    rows.append(("tar | zstd -T0 -3", median_run(
-        args.runs, f"{make_tar} | {compress}", ref_tar, [])))  # fmt: skip
-    rows.append(("tar | tee sha256 | zstd", median_run(
-        args.runs, hashed(make_tar, compress), ref_tar, [])))  # fmt: skip
-    rows.append(("dpkg-deb -b (naive)", _dpkg_deb_row(args.runs, rootfs, work)))
-    dest, ref_dest = work / "dest", work / "ref-dest"
-    rows.append(("tmpl2deb unpack", median_run(
-        args.runs, [*TMPL2DEB, "unpack", "-q", str(deb), str(dest)], dest, [dest])))  # fmt: skip
+    subprocess.run(f"{make_tar} | {compress}", shell=True, check=True, executable="/bin/bash")
+    dest, ref_dest, staging = work / "dest", work / "ref-dest", work / "staging"
     decompress = f"mkdir {ref_dest} && zstd -dc {ref_tar}"
     extract = f"tar -C {ref_dest} -x {TAR_FLAGS}"
-    rows.append(("zstd -dc | tar -x", median_run(
-        args.runs, f"{decompress} | {extract}", ref_dest, [ref_dest])))  # fmt: skip
-    rows.append(("zstd -dc | tee sha256 | tar", median_run(
-        args.runs, hashed(decompress, extract), ref_dest, [ref_dest])))  # fmt: skip
-    repo, ref_repo = work / "repo", work / "ref-repo"
-    rows.append(("tmpl2deb publish", median_run(
-        args.runs, [*TMPL2DEB, "publish", "-q", "--repo", str(repo), str(deb)], repo,
-        [repo])))  # fmt: skip
-    rows.append(("reprepro includedeb", median_run(
-        args.runs, f"mkdir -p {ref_repo}/conf && printf 'Codename: bookworm\\nArchitectures: "
-        f"amd64\\nComponents: main\\n' > {ref_repo}/conf/distributions && reprepro -s "
-        f"-b {ref_repo} includedeb bookworm {deb}", ref_repo, [ref_repo])))  # fmt: skip
-    rows.append(("stage+unpack (HTTP)", _stage_row(args.runs, repo, work)))
-    refs = {"pack": 1, "unpack": 5, "publish": 8, "stage": 5}
+    repo, ref_repo, served = work / "repo", work / "ref-repo", work / "served"
+    subprocess.run([*TMPL2DEB, "publish", "-q", "--repo", served, deb], check=True)
+    with _naive_tree(rootfs, work) as merged, _http(served) as url:
+        source = f"deb [trusted=yes] {url} bookworm main"
+        rows = [
+            Row("tmpl2deb pack", "pack", pack, deb, (deb,)),
+            Row("tar | zstd -T0 -3", "pack", f"{make_tar} | {compress}", ref_tar),
+            Row("tar | tee sha256 | zstd", "pack", hashed(make_tar, compress), ref_tar),
+            Row("dpkg-deb -b (naive)", "pack", ["dpkg-deb", "--nocheck", "-Zzstd", "-z3", "-b",
+                os.fspath(merged), os.fspath(work / "naive.deb")], work / "naive.deb"),
+            Row("tmpl2deb unpack", "unpack", [*TMPL2DEB, "unpack", "-q", os.fspath(deb),
+                os.fspath(dest)], dest, (dest,)),
+            Row("zstd -dc | tar -x", "unpack", f"{decompress} | {extract}", ref_dest,
+                (ref_dest,)),
+            Row("zstd -dc | tee sha256 | tar", "unpack", hashed(decompress, extract), ref_dest,
+                (ref_dest,)),
+            Row("tmpl2deb publish", "publish", [*TMPL2DEB, "publish", "-q", "--repo",
+                os.fspath(repo), os.fspath(deb)], repo, (repo,)),
+            Row("reprepro includedeb", "publish", f"mkdir -p {ref_repo}/conf && printf "
+                "'Codename: bookworm\\nArchitectures: amd64\\nComponents: main\\n' > "
+                f"{ref_repo}/conf/distributions && reprepro -s -b {ref_repo} includedeb "
+                f"bookworm {deb}", ref_repo, (ref_repo,)),
+            Row("stage+unpack (HTTP)", "stage", f"{tool} stage -q --source '{source}' "
+                f"tmpl-bench {staging} && {tool} unpack -q {staging} {dest}", dest,
+                (staging, dest)),
+        ]  # fmt: skip
+        medians = interleaved(args.runs, rows)
+    report(args.runs, rootfs, rows, medians)
+    return 0
+
+
+def report(runs: int, rootfs: Path, rows: list[Row], medians: dict[str, list[float]]) -> None:
+    refs = {"pack": "tar | zstd -T0 -3", "unpack": "zstd -dc | tar -x",
+            "publish": "reprepro includedeb", "stage": "zstd -dc | tar -x"}  # fmt: skip
     rootfs_tar = _size_of_tar(rootfs)
-    print(f"rootfs: {rootfs}  ({rootfs_tar / 2**20:.1f} MiB as tar), median of {args.runs} runs")
+    print(f"rootfs: {rootfs}  ({rootfs_tar / 2**20:.1f} MiB as tar), median of {runs} "
+          "interleaved runs")  # fmt: skip
     print(
         f"{'step':<28}{'wall s':>8}{'cpu s':>8}{'peak mem MiB':>14}{'output MiB':>12}{'ratio':>8}"
     )
-    for name, (wall, cpu, rss, size) in rows:
-        kind = next((k for k in ("unpack", "stage", "publish") if k in name), "pack")
-        kind = "unpack" if name.startswith("zstd -dc") else kind
-        kind = "publish" if name == "reprepro includedeb" else kind
-        base = rows[refs[kind]][1][0]
-        print(f"{name:<28}{wall:>8.2f}{cpu:>8.2f}{rss / 1024:>14.1f}{size / 2**20:>12.1f}"
+    for row in rows:
+        wall, cpu, rss, size = medians[row.name]
+        base = medians[refs[row.kind]][0]
+        print(f"{row.name:<28}{wall:>8.2f}{cpu:>8.2f}{rss / 1024:>14.1f}{size / 2**20:>12.1f}"
               f"{wall / base:>7.2f}x")  # fmt: skip
-    print(
-        f"pack / (tar | tee sha256 | zstd): {rows[0][1][0] / rows[2][1][0]:.2f}x, "
-        f"unpack / (zstd -dc | tee sha256 | tar): {rows[4][1][0] / rows[6][1][0]:.2f}x"
-    )
-    payload = rows[0][1][3] / rootfs_tar
+    payload = medians["tmpl2deb pack"][3] / rootfs_tar
     print(f"payload / rootfs tar: {payload:.3f}")
-    return 0
 
 
 def hashed(upstream: str, downstream: str) -> list[str]:
@@ -188,19 +214,15 @@ def hashed(upstream: str, downstream: str) -> list[str]:
     return ["bash", "-c", f"{upstream} | {tee} | {downstream}; wait $!"]
 
 
-def _stage_row(runs: int, repo: Path, work: Path) -> list[float]:
-    """stage from the published repository over HTTP on loopback, then unpack the staging root."""
+@contextlib.contextmanager
+def _http(directory: Path) -> Iterator[str]:
+    """python3 -m http.server on loopback serving DIRECTORY; its URL."""
     server = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "--bind", "127.0.0.1",
-                               "0"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              text=True)  # fmt: skip
+                               "0"], cwd=directory, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)  # fmt: skip
     try:
         assert server.stdout is not None
-        port = server.stdout.readline().split(" port ")[1].split()[0]
-        staging, dest = work / "staging", work / "stage-dest"
-        source = f"deb [trusted=yes] http://127.0.0.1:{port} bookworm main"
-        tool = " ".join(TMPL2DEB)
-        return median_run(runs, f"{tool} stage -q --source '{source}' tmpl-bench {staging} && "
-                          f"{tool} unpack -q {staging} {dest}", dest, [staging, dest])  # fmt: skip
+        yield "http://127.0.0.1:" + server.stdout.readline().split(" port ")[1].split()[0]
     finally:
         server.kill()
         server.wait()
@@ -217,7 +239,8 @@ def _size_of_tar(rootfs: Path) -> int:
     return total
 
 
-def _dpkg_deb_row(runs: int, rootfs: Path, work: Path) -> list[float]:
+@contextlib.contextmanager
+def _naive_tree(rootfs: Path, work: Path) -> Iterator[Path]:
     """dpkg-deb -b needs DEBIAN/control in the tree: add it with an overlay, not in ROOTFS."""
     upper, scratch, merged = work / "upper", work / "scratch", work / "merged"
     for path in (upper / "DEBIAN", scratch, merged):
@@ -229,10 +252,8 @@ def _dpkg_deb_row(runs: int, rootfs: Path, work: Path) -> list[float]:
     subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
                     f"lowerdir={rootfs},upperdir={upper},workdir={scratch}", merged],
                    check=True)  # fmt: skip
-    target = work / "naive.deb"
     try:
-        return median_run(runs, ["dpkg-deb", "--nocheck", "-Zzstd", "-z3", "-b", str(merged),
-                                 str(target)], target, [])  # fmt: skip
+        yield merged
     finally:
         subprocess.run(["umount", merged], check=True)
 
