@@ -3,11 +3,12 @@
 
 Usage: bench/bench.py [ROOTFS] [--runs N] [--work DIR]
 Without ROOTFS, a Debian minbase rootfs is built with mmdebstrap first. Each row is the
-median of N runs, the rows taking turns in each of N rounds: wall time, CPU time (user+sys of the whole process tree), peak memory (RSS
-of the whole process tree, sampled from /proc every 10 ms and summed over live processes, plus
-the growth of the machine's Shmem, where memory files live) and output size. Pack is compared
-with `tar | zstd`, unpack and stage+unpack with `zstd -dc | tar -x`; the `tee sha256` rows
-show what hashing the whole tar costs (format 1 did; format 2 hashes the compressed payload).
+median of N runs, the rows taking turns in each of N rounds: wall time, CPU time (user+sys
+of the whole process tree), peak memory (RSS of the whole process tree, sampled from /proc
+every 10 ms and summed over live processes, plus the growth of the machine's Shmem, where
+memory files live) and output size. Pack is compared with `tar | zstd`, unpack and
+stage+unpack with `zstd -dc | tar -x`; the `tee sha256` rows show what hashing the whole tar
+costs (format 1 did; format 2 hashes the compressed payload).
 """
 
 from __future__ import annotations

@@ -71,6 +71,14 @@ def test_info_table_and_json(cli: Cli, small_tree: Path, tmp_path: Path) -> None
         assert member is not None
         assert cli.out.encode() == member.read()
     assert json.loads(cli.out)["signature"] == "sig1"
+    assert cli("info", "--packages", deb) == 0
+    assert cli.out == "base-files 12.4 arm64\ndpkg 1.21.22 arm64\n"  # the manifest
+    assert cli("info", "--packages", "--json", deb) == 0
+    assert json.loads(cli.out)[1] == {
+        "package": "dpkg",
+        "version": "1.21.22",
+        "architecture": "arm64",
+    }
 
 
 def test_non_empty_dest_is_refused(cli: Cli, small_tree: Path, tmp_path: Path) -> None:

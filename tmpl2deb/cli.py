@@ -165,8 +165,13 @@ def cmd_info(args: _CliArgs) -> None:
         ("Signature", meta.signature or "-"),
         ("Packages", str(meta.packages)),
         ("Files", str(meta.rootfs_files)),
-        ("Rootfs tar", f"{meta.rootfs_size} bytes, sha256 {meta.rootfs_sha256}"),
-        ("Payload", f"{template.payload.span.size} bytes ({_kind(template)})"),
+        ("Rootfs tar", f"{meta.rootfs_size} bytes"),
+        ("Rootfs", f"{'sha256' if meta.format == 1 else 'identity'} {meta.rootfs_sha256}"),
+        (
+            "Payload",
+            f"{template.payload.span.size} bytes ({_kind(template)})"
+            + (f", sha256 {meta.payload_sha256}" if meta.payload_sha256 else ""),
+        ),
         ("Manifest", f"sha256 {meta.manifest_sha256}"),
         ("Excludes", " ".join(meta.excludes) or "-"),
         ("Format", str(meta.format)),
