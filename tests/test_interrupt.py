@@ -36,12 +36,13 @@ def big_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def big_deb(big_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("big-deb")
-    argv = [*TMPL2DEB, "pack", "-q", big_tree, "--name", "big", "--arch", "amd64", "-o", out]
+    argv: list[str | Path] = [*TMPL2DEB, "pack", "-q", big_tree, "--name", "big", "--arch",
+                              "amd64", "-o", out]  # fmt: skip
     return Path(subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip())
 
 
-def start(*argv: object) -> subprocess.Popen[str]:
-    return subprocess.Popen([*TMPL2DEB, *map(os.fspath, argv)], stdout=subprocess.PIPE,
+def start(*argv: str | Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([*TMPL2DEB, *(str(a) for a in argv)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
 
 
@@ -88,7 +89,7 @@ def test_pack_killed_leaves_a_hidden_temporary_the_next_pack_removes(
     proc.communicate()
     left = hidden(tmp_path)
     assert len(left) == 1 and left[0].startswith(".tmpl2deb-"), left
-    done = subprocess.run([*TMPL2DEB, *map(os.fspath, argv)], capture_output=True, text=True)
+    done = subprocess.run([*TMPL2DEB, *(str(a) for a in argv)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert f"Removing {tmp_path / left[0]}, left by a tmpl2deb that was killed" in done.stderr
     (made,) = hidden(tmp_path)

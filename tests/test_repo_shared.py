@@ -37,9 +37,9 @@ def _tools() -> None:
     needs_tool("reprepro", "apt-get", "dpkg")
 
 
-def tmpl2deb(*argv: object, check: bool = True) -> subprocess.CompletedProcess[str]:
+def tmpl2deb(*argv: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*TMPL2DEB, *map(os.fspath, argv)], capture_output=True, text=True, check=check
+        [*TMPL2DEB, *(str(a) for a in argv)], capture_output=True, text=True, check=check
     )
 
 
@@ -365,7 +365,7 @@ def test_retention_keeps_what_deltas_need_and_remove_refuses_dependants(
     out = tmp_path / "out"
     out.mkdir()
 
-    def pack(name: str, version: str, *extra: object) -> Path:
+    def pack(name: str, version: str, *extra: str | Path) -> Path:
         assert cli("pack", small_tree, "--name", name, "--version", version, "-o", out, *extra) == 0
         return Path(cli.out.strip())
 

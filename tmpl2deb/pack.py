@@ -468,9 +468,9 @@ def _compress_file(path: Path, options: PackOptions, write: Callable[[memoryview
         drain = _Drain(compressor, write)
         try:
             drain.join()
+            compressor.wait()
         finally:
             drain.stop()
-        compressor.wait()
 
 
 def _copy_file(path: Path, write: Callable[[memoryview], None]) -> None:
@@ -511,9 +511,11 @@ class _Drain(threading.Thread):
             raise self.error
 
     def stop(self) -> None:
-        """On the way out, whatever happened: kill the compressor, wait for the thread."""
-        self._process.abort()
-        super().join()
+        """On the way out, whatever happened: a thread still reading is stopped (its
+        compressor killed) before the .deb it writes into is closed."""
+        if self.is_alive():
+            self._process.abort()
+            super().join()
 
 
 def _progress(done: int) -> None:
