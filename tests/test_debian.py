@@ -43,6 +43,7 @@ def test_package_builds_and_is_lintian_clean(tmp_path: Path) -> None:
     for path in (
         "./usr/bin/tmpl2deb",
         "./usr/share/man/man1/tmpl2deb.1.gz",
+        "./usr/share/bash-completion/completions/tmpl2deb",
         "./usr/lib/python3/dist-packages/tmpl2deb/cli.py",
         "./usr/share/doc/tmpl2deb/examples/apt-repo/conf/distributions",
     ):
