@@ -131,6 +131,11 @@ def test_chain_unpacks_identical_to_full(
     described = treeinfo.describe(via_chain)
     assert treeinfo.differences(described, treeinfo.describe(via_full)) == []
     assert b"usr/bin/tool2" in described and b"usr/lib/big/blob2" not in described
+    # info --files reads the listing from the payloads, through the chain: the same
+    assert cli("info", "--files", application) == 0, cli.err
+    through_chain = cli.out
+    assert cli("info", "--files", full) == 0, cli.err
+    assert through_chain == cli.out and "/usr/bin/tool2" in cli.out
     # the same rootfs tar; the identities differ: format 2 derives them from the payloads
     full_meta, app_meta = open_template(full).metadata, open_template(application).metadata
     assert full_meta.rootfs_size == app_meta.rootfs_size

@@ -146,6 +146,9 @@ def cmd_info(args: _CliArgs) -> None:
     if args.packages:
         _print_packages(template, args.json)
         return
+    if args.files:
+        _print_files(template, args)
+        return
     if args.json:
         sys.stdout.write(template.metadata_json.decode())
         return
@@ -180,6 +183,31 @@ def cmd_info(args: _CliArgs) -> None:
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}".rstrip())
+
+
+def _print_files(template: Template, args: _CliArgs) -> None:
+    """The rootfs listing, like tar -tv, read from the payload (deltas resolved), verified."""
+    import stat
+
+    from tmpl2deb.diff import listing
+    from tmpl2deb.template import resolve_chain
+
+    entries = listing(resolve_chain(template, args.with_parent))
+    if args.json:
+        import dataclasses
+        import json
+
+        rows = [{"path": path, **dataclasses.asdict(e)} for path, e in entries.items()]
+        print(json.dumps(rows, indent=2))
+        return
+    kinds = {"directory": stat.S_IFDIR, "symlink": stat.S_IFLNK, "char device": stat.S_IFCHR,
+             "block device": stat.S_IFBLK, "fifo": stat.S_IFIFO}  # fmt: skip
+    for path, e in entries.items():
+        mode = stat.filemode(kinds.get(e.kind, stat.S_IFREG) | e.mode)
+        size = e.device or str(e.size)
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.mtime))
+        link = f" -> {e.link}" if e.kind == "symlink" else f" link to {e.link}" if e.link else ""
+        print(f"{mode} {e.owner:>11} {size:>10} {when} {path}{link}")
 
 
 def _print_packages(template: Template, as_json: bool) -> None:
@@ -662,6 +690,12 @@ def _add_info(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         action="store_true",
         help="list the packages of the rootfs (its manifest: name version architecture) "
         "instead (default: the metadata)",
+    )
+    p.add_argument(
+        "--files",
+        action="store_true",
+        help="list the files of the rootfs like tar -tv (read from the payload, deltas "
+        "resolved, verified; nothing extracted) instead (default: the metadata)",
     )
     _add_staging_package(p)
     _add_with_parent(p)
