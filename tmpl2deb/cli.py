@@ -207,7 +207,9 @@ def _print_files(template: Template, args: _CliArgs) -> None:
         size = e.device or str(e.size)
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.mtime))
         link = f" -> {e.link}" if e.kind == "symlink" else f" link to {e.link}" if e.link else ""
-        print(f"{mode} {e.owner:>11} {size:>10} {when} {path}{link}")
+        line = f"{mode} {e.owner:>11} {size:>10} {when} {path}{link}"
+        # a name that is not UTF-8 is shown with backslash escapes, as tar -tv does
+        print(line.encode(errors="surrogateescape").decode(errors="backslashreplace"))
 
 
 def _print_packages(template: Template, as_json: bool) -> None:
