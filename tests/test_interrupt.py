@@ -147,3 +147,18 @@ def test_a_full_disk_is_named_in_one_line(big_tree: Path, big_deb: Path, small_f
         "device); nothing was left there"
     ], unpacked.stderr
     assert hidden(small_fs) == []
+
+
+def test_progress_in_a_log_and_on_a_terminal(big_deb: Path, tmp_path: Path) -> None:
+    """Not a terminal: a line now and then with the percentage; a terminal (script(1) gives
+    it one): one line redrawn in place and taken off at the end; --quiet: none."""
+    argv = [*TMPL2DEB, "unpack", os.fspath(big_deb)]
+    logged = subprocess.run([*argv, tmp_path / "a"], capture_output=True, text=True, check=True)
+    lines = [line for line in logged.stderr.splitlines() if "Unpacking: " in line]
+    assert lines and all(" % of 96 MiB, " in line and " s left" in line for line in lines), lines
+    quiet = subprocess.run([*argv, "-q", tmp_path / "b"], capture_output=True, text=True)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    command = " ".join([*argv, os.fspath(tmp_path / "c")])
+    shown = sh("script", "-qec", command, "/dev/null", text=False).stdout
+    assert b"\r\x1b[Ktmpl2deb: info: Unpacking: " in shown
+    assert shown.rstrip().endswith(b"\r\x1b[K" + os.fspath(tmp_path / "c").encode()), shown[-200:]

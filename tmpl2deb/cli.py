@@ -1068,14 +1068,52 @@ class _Formatter(logging.Formatter):
         return super().format(record)
 
 
-def _setup_logging(args: _CliArgs) -> None:
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """stderr. Progress records (tmpl2deb.progress): on a terminal one line redrawn in place,
+    elsewhere (CI logs, bitbake) one every LOG_EVERY seconds."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self._live = sys.stderr.isatty()
+        self._drawn = False
+        self._last = -1e9
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "progress_end", False):
+            self.finish()
+            return
+        if getattr(record, "progress", False):
+            if self._live:
+                self.stream.write("\r\033[K" + self.format(record))
+                self.stream.flush()
+                self._drawn = True
+                return
+            from tmpl2deb.progress import LOG_EVERY
+
+            now = time.monotonic()
+            if now - self._last < LOG_EVERY:
+                return
+            self._last = now
+        self.finish()
+        super().emit(record)
+
+    def finish(self) -> None:
+        """End a live line, before other output or at exit."""
+        if self._drawn:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self._drawn = False
+
+
+def _setup_logging(args: _CliArgs) -> _Handler:
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Handler()
     handler.setFormatter(_Formatter("tmpl2deb: %(levelname)s: %(message)s"))
     root = logging.getLogger("tmpl2deb")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    return handler
 
 
 class _Terminated(KeyboardInterrupt):
@@ -1091,7 +1129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import signal
 
     args = build_parser().parse_args(argv, namespace=_CliArgs())
-    _setup_logging(args)
+    handler = _setup_logging(args)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         code: int | None = args.func(args)
@@ -1105,5 +1143,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 1  # stdout closed by the reader (e.g. | head); nothing more to say
     finally:
+        handler.finish()
         signal.signal(signal.SIGTERM, previous)
     return code or 0

@@ -48,6 +48,7 @@ from tmpl2deb.metadata import (
     render_control,
     rootfs_identity,
 )
+from tmpl2deb.progress import Progress
 from tmpl2deb.run import Process, host_architecture, pipeline_failed, spawn
 from tmpl2deb.tarstream import Action, Member, TarFilter, pump, writer
 from tmpl2deb.template import Template, open_template, resolve_chain
@@ -338,7 +339,7 @@ def _stream_payload(
             digest=False,  # format 2: the payload is hashed, not the tar
         )
         try:
-            pump(read_fd, tar_filter, progress=_progress)
+            pump(read_fd, tar_filter, progress=Progress("Packing"))
         except (BrokenPipeError, FormatError) as err:
             with contextlib.suppress(OSError):
                 compressor.stdin.close()  # lets zstd, and so the drain thread, finish
@@ -451,7 +452,7 @@ def _filter_to_file(source: Path, options: PackOptions, path: Path) -> TarFilter
 
         tar_filter = TarFilter(write, decide=decide, capture=rootfs.CAPTURED, digest=False)
         try:
-            pump(read_fd, tar_filter, progress=_progress)
+            pump(read_fd, tar_filter, progress=Progress("Packing"))
         except FormatError as err:
             with _privilege_hint():
                 pipeline_failed(err, upstream=producer, downstream=None)
@@ -516,10 +517,6 @@ class _Drain(threading.Thread):
         if self.is_alive():
             self._process.abort()
             super().join()
-
-
-def _progress(done: int) -> None:
-    log.info("... %d MiB of rootfs tar packed", done >> 20)
 
 
 def _open_source(

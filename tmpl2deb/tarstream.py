@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 from enum import Enum
 
 from tmpl2deb.errors import FormatError, UnsafeArchiveError
+from tmpl2deb.progress import Progress
 
 BLOCK = 512
 _EXTENSION_LIMIT = 1 << 20  # pax/GNU long-name headers are small; refuse absurd ones
@@ -364,20 +364,20 @@ def pump(
     fd_in: int,
     tar_filter: TarFilter,
     *,
-    progress: Callable[[int], None] | None = None,
-    every: float = 10.0,
+    progress: Progress | None = None,
 ) -> None:
-    """Read fd_in to its end through tar_filter, calling progress(bytes) every few seconds."""
+    """Read fd_in to its end through tar_filter, calling progress(bytes read) after each read
+    (progress.Progress keeps it cheap)."""
     buf = bytearray(1 << 20)
     view = memoryview(buf)
     done = 0
-    due = time.monotonic() + every
     while n := os.readv(fd_in, [buf]):
         tar_filter.feed(view[:n])
         done += n
-        if progress is not None and time.monotonic() >= due:
+        if progress is not None:
             progress(done)
-            due += every
+    if progress is not None:
+        progress.close()
     tar_filter.finish()
 
 

@@ -20,6 +20,7 @@ from typing import IO
 from tmpl2deb import rootfs, tardelta
 from tmpl2deb.errors import FormatError, IntegrityError, PrivilegeError, disk_full
 from tmpl2deb.lock import claimed, remove_abandoned
+from tmpl2deb.progress import Progress
 from tmpl2deb.run import Process, Stage, grow_pipe, pipeline_failed, spawn
 from tmpl2deb.tarstream import SafetyCheck, TarFilter, pump, writer
 from tmpl2deb.template import Template, open_template, resolve_chain
@@ -84,7 +85,8 @@ def _extract(chain: Sequence[Template], target: Path) -> None:
 
         tar_filter = TarFilter(write, check=SafetyCheck(), digest=chain[0].metadata.format == 1)
         try:
-            pump(decompressor.stdout.fileno(), tar_filter, progress=_progress)
+            total = chain[0].metadata.rootfs_size
+            pump(decompressor.stdout.fileno(), tar_filter, progress=Progress("Unpacking", total))
         except (BrokenPipeError, FormatError) as err:
             pipeline_failed(err, upstream=decompressor, downstream=tar)
         decompressor.wait()
@@ -111,10 +113,6 @@ def check_digest(
             f"{'a template of the chain' if parents else 'the template'} is corrupt, "
             "fetch it again"
         )
-
-
-def _progress(done: int) -> None:
-    log.info("... %d MiB of rootfs tar unpacked", done >> 20)
 
 
 @contextmanager
