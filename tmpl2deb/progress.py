@@ -18,7 +18,7 @@ class Progress:
     def __init__(self, what: str, total: int = 0) -> None:
         self._what = what
         self._total = total
-        self._start = self._due = time.monotonic() + LIVE_EVERY
+        self._start = self._due = time.monotonic()  # the first call shows it has begun
 
     def __call__(self, done: int) -> None:
         now = time.monotonic()
@@ -32,7 +32,7 @@ class Progress:
         log.info("", extra={"progress": True, "progress_end": True})
 
     def line(self, done: int, now: float) -> str:
-        elapsed = max(now - self._start + LIVE_EVERY, 1e-6)
+        elapsed = max(now - self._start, 1e-3)
         rate = done / elapsed
         text = f"{self._what}: {done / 2**20:.0f} MiB, {rate / 2**20:.0f} MiB/s"
         if self._total:
