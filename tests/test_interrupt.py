@@ -128,24 +128,24 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
         sh("umount", mount)
 
 
+def fails_with(*argv: str | Path) -> list[str]:
+    """Run tmpl2deb, which must exit 1; its error lines."""
+    done = subprocess.run([*TMPL2DEB, *(str(a) for a in argv)], capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr
+    return [line for line in done.stderr.splitlines() if "error" in line]
+
+
 def test_a_full_disk_is_named_in_one_line(big_tree: Path, big_deb: Path, small_fs: Path) -> None:
-    packed = subprocess.run([*TMPL2DEB, "pack", big_tree, "--name", "big", "-o", small_fs],
-                            capture_output=True, text=True)  # fmt: skip
-    assert packed.returncode == 1, packed.stderr
-    errors = [line for line in packed.stderr.splitlines() if "error" in line]
-    assert errors == [
+    assert fails_with("pack", big_tree, "--name", "big", "-o", small_fs) == [
         f"tmpl2deb: error: cannot write the template into {small_fs}: the disk is full "
         "(no space left on device); nothing was left there"
-    ], packed.stderr
+    ]
     assert hidden(small_fs) == []
     dest = small_fs / "rootfs"
-    unpacked = subprocess.run([*TMPL2DEB, "unpack", big_deb, dest], capture_output=True, text=True)
-    assert unpacked.returncode == 1, unpacked.stderr
-    errors = [line for line in unpacked.stderr.splitlines() if "error" in line]
-    assert errors == [
+    assert fails_with("unpack", big_deb, dest) == [
         f"tmpl2deb: error: cannot unpack into {dest}: the disk is full (no space left on "
         "device); nothing was left there"
-    ], unpacked.stderr
+    ]
     assert hidden(small_fs) == []
 
 

@@ -189,7 +189,8 @@ def _prune_by_hash(directory: Path, keep: int = BY_HASH_KEEP) -> None:
 
 def sign_argv(key: str, source: Path, target: Path, *, clear: bool) -> list[str]:
     mode = ["--clearsign"] if clear else ["--armor", "--detach-sign"]
-    return ["gpg", "--batch", "--yes", "--local-user", key, *mode, "--output", target, source]  # type: ignore[list-item]
+    return ["gpg", "--batch", "--yes", "--local-user", key, *mode,
+            "--output", os.fspath(target), os.fspath(source)]  # fmt: skip
 
 
 def export(

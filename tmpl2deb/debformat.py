@@ -10,7 +10,7 @@ import tarfile
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 import arpy
@@ -496,7 +496,7 @@ def _check_confined(
     """A template installs nothing but its template directory and its doc directory."""
     package = package_dir.rpartition("/")[2]
     homes = (package_dir, f"usr/share/doc/{package}")
-    parents = {"", *(h.rsplit("/", depth)[0] for h in homes for depth in range(1, 5))}
+    parents = {"", *(str(p) for h in homes for p in PurePosixPath(h).parents if str(p) != ".")}
     for name in (*files, *dirs):
         inside = any(name == h or name.startswith(h + "/") for h in homes)
         if not inside and not (name in parents and name not in files):

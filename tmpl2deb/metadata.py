@@ -76,6 +76,13 @@ def rootfs_identity(payload_sha256: str, parent_sha256: str = "") -> str:
     return hashlib.sha256(f"{parent_sha256} {payload_sha256}".encode()).hexdigest()
 
 
+def parent_spec(field: str) -> tuple[str, str]:
+    """(package, version) of a 'PACKAGE (= VERSION)' field (Template-Parent, a delta's
+    Depends), or ('', '')."""
+    match = _PARENT_RE.fullmatch(field)
+    return (match["package"], match["version"]) if match else ("", "")
+
+
 def parent_field(spec: str) -> str:
     """Turn the command-line form PKG=VERSION into the control form 'PKG (= VERSION)'."""
     package, sep, version = spec.partition("=")
@@ -196,8 +203,7 @@ class TemplateMetadata:
 
     def parent_spec(self) -> tuple[str, str]:
         """(package, version) of the parent template, or ('', '')."""
-        match = _PARENT_RE.fullmatch(self.parent)
-        return (match["package"], match["version"]) if match else ("", "")
+        return parent_spec(self.parent)
 
     def to_json(self) -> str:
         """metadata.json: sorted keys, two-space indent, trailing newline."""

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from tmpl2deb import aptindex
 from tmpl2deb.errors import FormatError, IntegrityError, MetadataError, Tmpl2debError
 from tmpl2deb.lock import DEFAULT_TIMEOUT, LOCK_NAME, locked
-from tmpl2deb.metadata import TemplateMetadata, check_package, deb_filename
+from tmpl2deb.metadata import TemplateMetadata, check_package, deb_filename, parent_spec
 from tmpl2deb.run import run
 
 if TYPE_CHECKING:
@@ -154,8 +154,9 @@ def _common_suite(templates: Sequence[TemplateMetadata]) -> str:
 
 
 @dataclass(slots=True)
-class Suite:
-    """The templates of one distribution, as its Packages indices hold them."""
+class Contents:
+    """The templates of one distribution, as its Packages indices hold them (the Release
+    side is aptindex.Suite)."""
 
     repo: Path
     settings: Distribution
@@ -187,8 +188,8 @@ def _packages_path(repo: Path, codename: str, component: str, arch: str) -> Path
     return repo / "dists" / codename / component / f"binary-{arch}" / "Packages"
 
 
-def _load(repo: Path, settings: Distribution) -> Suite:
-    suite = Suite(repo, settings)
+def _load(repo: Path, settings: Distribution) -> Contents:
+    suite = Contents(repo, settings)
     for component in settings.components:
         for arch in settings.architectures:
             path = _packages_path(repo, settings.codename, component, arch)
@@ -203,7 +204,7 @@ def _load(repo: Path, settings: Distribution) -> Suite:
     return suite
 
 
-def _save(suite: Suite) -> None:
+def _save(suite: Contents) -> None:
     settings = suite.settings
     aptindex.export(
         suite.repo / "dists" / settings.codename,
@@ -272,15 +273,20 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _same_file(para: Deb822, deb: Path) -> bool:
+    """Whether DEB is the file the stanza describes (size first: hashing reads it whole)."""
+    return para.get("Size") == str(deb.stat().st_size) and para.get("SHA256") == _sha256(deb)
+
+
 def _plan(
-    suite: Suite, debs: Sequence[Path], templates: Sequence[Template], force: bool
+    suite: Contents, debs: Sequence[Path], templates: Sequence[Template], force: bool
 ) -> list[int]:
     """Which of the templates to add (indices); refuse what the repository must not take."""
     adding: list[int] = []
     for i, (deb, template) in enumerate(zip(debs, templates, strict=True)):
         meta = template.metadata
         found = suite.find(meta.package, meta.version, meta.architecture)
-        if found is not None and found[1].get("SHA256") == _sha256(deb):
+        if found is not None and _same_file(found[1], deb):
             log.info("%s %s (%s) is already published", *_name(meta))
             continue
         if found is not None and not force:
@@ -307,20 +313,18 @@ def _plan(
     return adding
 
 
-def _dependants(suite: Suite, package: str, version: str, arch: str) -> list[str]:
+def _dependants(suite: Contents, package: str, version: str, arch: str) -> list[str]:
     """The templates in SUITE that are deltas of PACKAGE VERSION."""
     found = []
     for _, para in suite.entries():
-        depends = para.get("Depends", "")
-        if para["Architecture"] == arch and depends:
-            name, _, rest = depends.partition("(")
-            wanted = rest.rstrip(") ").removeprefix("=").strip()
-            if name.strip() == package and version_compare(wanted, version) == 0:
-                found.append(f"{para['Package']} {para['Version']}")
+        name, wanted = parent_spec(para.get("Depends", ""))
+        same = para["Architecture"] == arch and name == package
+        if same and version_compare(wanted, version) == 0:
+            found.append(f"{para['Package']} {para['Version']}")
     return found
 
 
-def _retain(suite: Suite) -> list[str]:
+def _retain(suite: Contents) -> list[str]:
     """Drop versions beyond the newest RETAIN of each template that nothing depends on."""
     from debian.debian_support import Version
 

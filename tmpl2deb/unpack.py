@@ -105,11 +105,14 @@ def check_digest(
     if size != meta.rootfs_size or sha_differs:
         chain = ", ".join(p.name for p in parents)
         through = f" (rebuilt through {chain})" if parents else ""
+        what = (
+            f"sha256 ({digest[:16]}… != {meta.rootfs_sha256[:16]}…)"
+            if sha_differs
+            else f"size ({size} != {meta.rootfs_size} bytes)"
+        )
         raise IntegrityError(
             f"{template.source}: rootfs payload of {template.name}{through} does not match its "
-            f"recorded {'sha256' if sha_differs else 'size'} "
-            f"({digest[:16] if sha_differs else size}… != "
-            f"{meta.rootfs_sha256[:16] if sha_differs else meta.rootfs_size}…); "
+            f"recorded {what}; "
             f"{'a template of the chain' if parents else 'the template'} is corrupt, "
             "fetch it again"
         )
