@@ -122,6 +122,10 @@ do_rootfs_finalize:append() {
     sudo rm -rf "${ROOTFSDIR}/var/lib/tmpl2deb"
 }
 
+# where a template carries localepurge's script (for the images made from it: see
+# image_template_localepurge in image-template-consume)
+IMAGE_TEMPLATE_LOCALEPURGE = "/var/lib/tmpl2deb/localepurge"
+
 # The locale settings a rootfs went through Isar's locale step with (image-locales-extension)
 def image_template_locale_record(d):
     return "LOCALE_GEN=%s\nLOCALE_DEFAULT=%s\n" % (get_locale_gen(d, ", "), d.getVar("LOCALE_DEFAULT"))

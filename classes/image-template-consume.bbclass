@@ -14,9 +14,9 @@
 # it as ${ROOTFSDIR}, reading the payload from the .deb where apt put it. It restores the build's own
 # apt sources and package lists from the bootstrap (the template carries none), and does not
 # run chroot-setup.sh again (the template was captured with its state, which
-# do_rootfs_finalize cleans up). Then Isar's package installation runs as usual, with the
-# bootstrap's package lists as in a plain build: IMAGE_PREINSTALL and IMAGE_INSTALL (from
-# isar-apt too) are installed on top, and IMAGE_TEMPLATE_REMOVE purged.
+# do_rootfs_finalize cleans up). Then the packages are installed with the bootstrap's package
+# lists, as in a plain build: IMAGE_PREINSTALL and IMAGE_INSTALL (from isar-apt too) on top,
+# IMAGE_TEMPLATE_REMOVE purged, in one apt-get run (image_template_install below).
 #
 # A template from a repository (no IMAGE_TEMPLATE_RECIPE) is resolved when bitbake parses
 # the recipe: the newest version in IMAGE_TEMPLATE_SOURCE that satisfies IMAGE_TEMPLATE, read
@@ -68,15 +68,31 @@ python __anonymous() {
         # at every parse as bitbake does for SRCREV = "${AUTOREV}" (hence not cached)
         d.setVar("BB_DONT_CACHE", "1")
         d.setVar("IMAGE_TEMPLATE_RESOLVED", image_template_resolve(d))
-    # the purge belongs to the package installation, before Isar's locale and initrd steps
-    cmds = (d.getVar("ROOTFS_INSTALL_COMMAND") or "").split()
-    after = "rootfs_install_pkgs_install"
-    cmds.insert(cmds.index(after) + 1 if after in cmds else len(cmds), "image_template_purge")
-    # Isar's locale step, unless the template went through it with the same settings
-    cmds = ["image_template_locales" if c == "image_install_localepurge_install" else c
-            for c in cmds]
-    d.setVar("ROOTFS_INSTALL_COMMAND", " ".join(cmds))
+    d.setVar("ROOTFS_INSTALL_COMMAND", " ".join(
+        image_template_install_commands((d.getVar("ROOTFS_INSTALL_COMMAND") or "").split())))
 }
+
+# Isar's package installation runs apt-get four times (download from the mirror, download from
+# isar-apt, install, and here the purge), each ~1.2-2 s of apt loading and resolving the whole
+# bookworm cache for an image that adds a few packages to the template. From a template it is
+# one apt-get run that downloads, installs and purges, followed by Isar's export of what it
+# downloaded to DL_DIR (isar-apt's packages are used where they are, and not exported, as in
+# Isar). The report of what the sources have newer runs beside it, and the locale steps are
+# Isar's unless the template went through them with the same settings.
+def image_template_install_commands(cmds):
+    replaced = {
+        "rootfs_install_pkgs_download": [],
+        "rootfs_install_pkgs_isar_download": [],
+        "rootfs_export_package_cache": [],
+        "rootfs_install_pkgs_install": ["image_template_install", "rootfs_export_package_cache"],
+        "rootfs_install_pkgs_update": ["rootfs_install_pkgs_update", "image_template_report_start"],
+        "image_install_localepurge_download": ["image_template_localepurge_download"],
+        "image_install_localepurge_install": ["image_template_locales"],
+    }
+    out = [new for cmd in cmds for new in replaced.get(cmd, [cmd])]
+    if "image_template_install" not in out:
+        bb.fatal("image-template-consume: no rootfs_install_pkgs_install in ROOTFS_INSTALL_COMMAND")
+    return out + ["image_template_report_newer"]
 
 # rootfs_prepare is called from a list in do_rootfs_install: name it, and what it reads.
 do_rootfs_install[vardeps] += "rootfs_prepare image_template_stage image_template_bootstrap \
@@ -264,26 +280,50 @@ image_template_bootstrap() {
 # The package lists are the bootstrap's (restored in rootfs_prepare), as in a plain build of
 # the same image: Isar then refreshes only isar-apt. A full apt-get update here would let the
 # image from the template see other versions than the plain build.
-ROOTFS_INSTALL_COMMAND =+ "image_template_report_newer"
 
-# What the build's apt sources have newer than the template (apt's own simulation): a
-# template from another team may lag behind the mirror. A warning, the build goes on.
-image_template_report_newer() {
-    newer=$(sudo -E chroot '${ROOTFSDIR}' /usr/bin/apt-get --simulate -q dist-upgrade \
-        | sed -n 's/^Inst \([^ ]*\) \[\([^]]*\)\] (\([^ ]*\) .*/\1 \2 -> \3/p' \
-        | awk '$2 != $4')
-    if [ -n "$newer" ]; then
-        bbwarn "${IMAGE_TEMPLATE}: $(echo "$newer" | wc -l) packages of the template have" \
-            "newer versions in the build's apt sources: $(echo "$newer" | head -20 | tr '\n' ',')"
-    fi
+# What the build's apt sources have newer than the template (tmpl2deb outdated --rootfs: apt's
+# own simulation in the rootfs, which writes nothing there): a template from another team may
+# lag behind the mirror. It runs beside the installation; image_template_report_newer, the
+# last step, waits for it and warns. The build goes on.
+python image_template_report_start() {
+    import subprocess, tempfile
+    out = tempfile.TemporaryFile(mode="w+")
+    argv = ["sudo"] + d.getVar("TMPL2DEB").split() + ["outdated", "-q", "--rootfs",
+                                                       d.getVar("ROOTFSDIR")]
+    d.image_template_report = (subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                                stdin=subprocess.DEVNULL, text=True), out)
 }
 
-# (put right after rootfs_install_pkgs_install by __anonymous above)
-image_template_purge() {
-    if [ -n "${IMAGE_TEMPLATE_REMOVE}" ]; then
-        sudo -E chroot '${ROOTFSDIR}' /usr/bin/apt-get purge --yes --autoremove \
-            ${IMAGE_TEMPLATE_REMOVE}
+python image_template_report_newer() {
+    started = getattr(d, "image_template_report", None)
+    if started is None:
+        return
+    process, out = started
+    d.image_template_report = None
+    code = process.wait()
+    out.seek(0)
+    lines = out.read().splitlines()
+    if code != 0:
+        bb.warn("%s: could not tell what the apt sources have newer than the template: %s"
+                % (d.getVar("IMAGE_TEMPLATE"), lines[-1] if lines else "exit status %d" % code))
+    elif lines:
+        bb.warn("%s: %d packages of the template have newer versions in the build's apt "
+                "sources: %s" % (d.getVar("IMAGE_TEMPLATE"), len(lines), ", ".join(lines[:20])))
+}
+
+# Download, install and purge in one apt-get run: IMAGE_TEMPLATE_REMOVE as "PACKAGE-".
+image_template_install[weight] = "8000"
+image_template_install[progress] = "custom:rootfs_progress.PkgsInstallProgressHandler"
+image_template_install[network] = "${TASK_USE_NETWORK_AND_SUDO}"
+image_template_install() {
+    remove=""
+    for pkg in ${IMAGE_TEMPLATE_REMOVE}; do
+        remove="$remove $pkg-"
+    done
+    if [ -n "$remove" ]; then
+        remove="--purge --autoremove $remove"
     fi
+    sudo -E chroot '${ROOTFSDIR}' /usr/bin/apt-get ${ROOTFS_APT_ARGS} ${ROOTFS_PACKAGES} $remove
 }
 
 # -- locales ------------------------------------------------------------------------------------
@@ -293,15 +333,27 @@ image_template_purge() {
 # /var/lib/tmpl2deb/locales) already has its locales generated and purged: only the files of the
 # packages installed on top are left to purge, by localepurge's own script, run once from the
 # package Isar downloaded. Otherwise Isar's step runs as in a plain build.
-python image_template_locales() {
+def image_template_locales_reused(d):
     import os
     path = os.path.join(d.getVar("ROOTFSDIR"), "var/lib/tmpl2deb/locales")
     try:
         with open(path) as f:
             have = f.read()
     except OSError:
-        have = ""
-    if have == image_template_locale_record(d):
+        return False
+    return (have == image_template_locale_record(d)
+            and os.path.exists(d.getVar("ROOTFSDIR") + d.getVar("IMAGE_TEMPLATE_LOCALEPURGE")))
+
+# Isar's download of localepurge, unless the template carries its script
+python image_template_localepurge_download() {
+    if image_template_locales_reused(d):
+        bb.note("localepurge: the template's script (%s)" % d.getVar("IMAGE_TEMPLATE_LOCALEPURGE"))
+        return
+    bb.build.exec_func("image_install_localepurge_download", d)
+}
+
+python image_template_locales() {
+    if image_template_locales_reused(d):
         bb.plain("%s: locales as the template made them (LOCALE_GEN, LOCALE_DEFAULT "
                  "unchanged): purging what the new packages added" % d.getVar("PN"))
         bb.build.exec_func("image_template_localepurge", d)
@@ -320,8 +372,6 @@ image_template_locales_reset() {
 }
 
 image_template_localepurge() {
-    deb=$(ls "${ROOTFSDIR}"/var/cache/apt/archives/localepurge_*.deb | tail -1)
-    [ -f "$deb" ] || bbfatal "no localepurge package in ${ROOTFSDIR}/var/cache/apt/archives"
     cat > "${WORKDIR}/locale.nopurge" <<'__EOF__'
 #USE_DPKG
 MANDELETE
@@ -333,8 +383,7 @@ ${@get_nopurge(d)}
 __EOF__
     sudo -E -s <<EOSUDO
         set -e
-        dpkg-deb --fsys-tarfile "$deb" | tar -x -O ./usr/sbin/localepurge \
-            > "${ROOTFSDIR}/tmp/tmpl2deb-localepurge"
+        cp "${ROOTFSDIR}${IMAGE_TEMPLATE_LOCALEPURGE}" "${ROOTFSDIR}/tmp/tmpl2deb-localepurge"
         cp "${WORKDIR}/locale.nopurge" "${ROOTFSDIR}/etc/locale.nopurge"
         chroot "${ROOTFSDIR}" /bin/bash /tmp/tmpl2deb-localepurge
         # what purging the package removes again

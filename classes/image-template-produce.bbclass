@@ -70,6 +70,20 @@ image_template_pack() {
     fi
     sudo install -D -m 0644 "${WORKDIR}/image-template-locales" \
         "${IMAGE_ROOTFS}/var/lib/tmpl2deb/locales"
+    # localepurge's script, so that an image made from the template with the same locales
+    # need not download the package: from the one Isar's locale step downloaded in this
+    # rootfs; a rootfs made from a template with the same locales has it already; else DL_DIR's
+    lp=$(ls "${IMAGE_ROOTFS}"/var/cache/apt/archives/localepurge_*.deb 2>/dev/null | tail -1 || true)
+    if [ -z "$lp" ] && [ ! -e "${IMAGE_ROOTFS}${IMAGE_TEMPLATE_LOCALEPURGE}" ]; then
+        lp=$(ls "${DEBDIR}/${ROOTFS_BASE_DISTRO}-${BASE_DISTRO_CODENAME}"/localepurge_*.deb \
+            2>/dev/null | tail -1 || true)
+    fi
+    if [ -n "$lp" ]; then
+        dpkg-deb --fsys-tarfile "$lp" | tar -x -O ./usr/sbin/localepurge \
+            > "${WORKDIR}/image-template-localepurge"
+        sudo install -D -m 0644 "${WORKDIR}/image-template-localepurge" \
+            "${IMAGE_ROOTFS}${IMAGE_TEMPLATE_LOCALEPURGE}"
+    fi
     deb=$(sudo SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH}" ${TMPL2DEB} pack "${IMAGE_ROOTFS}" \
         --name "${IMAGE_TEMPLATE_NAME}" --version "${IMAGE_TEMPLATE_VERSION}" \
         --arch "${DISTRO_ARCH}" --signature "${IMAGE_TEMPLATE_SIGNATURE}" \

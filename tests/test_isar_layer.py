@@ -79,12 +79,20 @@ def _parse(top: Path) -> None:
     assert 'IMAGE_TEMPLATE_REMOVE="nano"' in env
     assert "middleware-template-image:do_image_template_pack" in env  # do_rootfs_install[depends]
     assert re.search(r"^python rootfs_prepare ?\(\) \{", env, re.MULTILINE)
-    # the purge is part of the package installation, before Isar's locale and initrd steps
+    # one apt-get run downloads, installs and purges, before Isar's locale and initrd steps;
+    # what it downloaded is exported to DL_DIR after it; the report of newer versions beside it
     commands = re.search(r'^ROOTFS_INSTALL_COMMAND="([^"]*)"', env, re.MULTILINE)
     assert commands, "no ROOTFS_INSTALL_COMMAND"
     steps = commands.group(1).split()
-    assert steps[steps.index("rootfs_install_pkgs_install") + 1] == "image_template_purge"
-    assert steps.count("image_template_purge") == 1
+    replaced = {"rootfs_install_pkgs_download", "rootfs_install_pkgs_isar_download",
+                "rootfs_install_pkgs_install", "image_install_localepurge_install"}  # fmt: skip
+    assert not replaced & set(steps)
+    install = steps.index("image_template_install")
+    assert steps[install + 1] == "rootfs_export_package_cache"
+    assert steps.count("rootfs_export_package_cache") == 1
+    assert steps.index("image_template_report_start") < install
+    assert install < steps.index("image_template_locales")
+    assert steps[-1] == "image_template_report_newer"
     env = bitbake_env(build, "-e", f"{MC}:base-template-image")
     assert re.search(r"^python do_image_template_pack ?\(\) \{", env, re.MULTILINE)
     assert 'IMAGE_TEMPLATE_NAME="base"' in env

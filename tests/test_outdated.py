@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli, needs_tool
+from tests.conftest import Cli, needs_tool, sh
 
 MIRROR = os.environ.get("TMPL2DEB_TEST_MIRROR", "http://deb.debian.org/debian")
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
@@ -60,3 +60,31 @@ def test_outdated_bad_input(cli: Cli, old_template: Path) -> None:
     assert "give the apt sources to compare with (--source)" in cli.err
     assert cli("outdated", old_template, "--source", f"deb {MIRROR} bookworm main") == 1
     assert "is not signed" in cli.err and len(cli.err.strip().splitlines()) <= 2
+
+
+def test_outdated_rootfs_reads_its_own_lists_and_writes_nothing(
+    cli: Cli, minbase: Path, tmp_path: Path
+) -> None:
+    """--rootfs: apt in the rootfs (chroot), its own sources and lists, no update, no cache."""
+    needs_tool("apt-get", "chroot")
+    root = tmp_path / "rootfs"
+    sh("cp", "-a", minbase, root)
+    repo = root / "srv/repo"
+    repo.mkdir(parents=True)
+    (repo / "Packages").write_text(
+        "Package: dash\nVersion: 99\nArchitecture: amd64\nFilename: ./dash_99_amd64.deb\n"
+        f"Size: 1\nSHA256: {'0' * 64}\nDescription: newer\n\n"
+    )
+    (root / "etc/apt/sources.list").write_text("deb [trusted=yes] file:/srv/repo ./\n")
+    sh("chroot", root, "apt-get", "update", "-q")
+    for cache in (root / "var/cache/apt").glob("*.bin"):
+        cache.unlink()
+    before = sorted(p.relative_to(root) for p in (root / "var").rglob("*"))
+    assert cli("outdated", "--rootfs", root) == 0, cli.err
+    dash = sh("dpkg-query", f"--root={root}", "-W", "-f=${Version}", "dash")
+    assert cli.out == f"dash amd64 {dash.stdout} -> 99\n"
+    assert f"{root}: 1 packages have newer versions" in cli.err
+    assert sorted(p.relative_to(root) for p in (root / "var").rglob("*")) == before
+    assert cli("outdated", "--rootfs", tmp_path) == 1
+    assert "is not a root filesystem" in cli.err
+    assert cli("outdated", "--rootfs", root, "--source", SOURCE) == 2

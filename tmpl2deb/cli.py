@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tmpl2deb import __version__
-from tmpl2deb.errors import Tmpl2debError
+from tmpl2deb.errors import Tmpl2debError, UsageError
 from tmpl2deb.excludes import ExcludeRules
 from tmpl2deb.metadata import DEFAULT_MAINTAINER, parent_field
 
@@ -54,6 +54,7 @@ class _CliArgs(argparse.Namespace):
     output: Path
     maintainer: str
     deb: Path
+    rootfs_dir: Path | None
     json: bool
     source: Path
     dest: Path
@@ -315,22 +316,28 @@ def _printable(path: str) -> str:
 def cmd_outdated(args: _CliArgs) -> None:
     import json
 
-    from tmpl2deb.outdated import outdated
+    from tmpl2deb.outdated import outdated, outdated_rootfs
     from tmpl2deb.template import open_template
 
-    template = open_template(args.deb, args.package)
-    newer = outdated(template, args.sources)
+    deb: Path | None = vars(args)["deb"]  # optional here only
+    if args.rootfs_dir is not None:
+        if deb is not None or args.sources:
+            raise UsageError("give either a template (with --source) or --rootfs, not both")
+        newer = outdated_rootfs(args.rootfs_dir)
+        what, total = str(args.rootfs_dir), None
+    else:
+        if deb is None:
+            raise UsageError("give a template .deb or staging root, or --rootfs DIR")
+        template = open_template(deb, args.package)
+        newer = outdated(template, args.sources)
+        what, total = template.name, template.metadata.packages
     if args.json:
         rows = [{"package": n.name, "architecture": n.architecture, "version": n.version,
                  "candidate": n.candidate} for n in newer]  # fmt: skip
         print(json.dumps(rows, indent=2, sort_keys=True))
         return
-    log.info(
-        "%s: %d of %d packages have newer versions in the sources",
-        template.name,
-        len(newer),
-        template.metadata.packages,
-    )
+    of = f" of {total}" if total is not None else ""
+    log.info("%s: %d%s packages have newer versions in the sources", what, len(newer), of)
     for n in newer:
         print(f"{n.name} {n.architecture} {n.version} -> {n.candidate}")
 
@@ -767,9 +774,20 @@ def _add_outdated(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         "List the packages of a template that apt sources have newer versions of (apt-get's "
         "own upgrade simulation against the template's manifest; nothing is unpacked).",
         "tmpl2deb outdated tmpl-base_1.0_amd64.deb "
-        "--source 'deb http://deb.debian.org/debian-security bookworm-security main'",
+        "--source 'deb http://deb.debian.org/debian-security bookworm-security main'\n"
+        "  sudo tmpl2deb outdated --rootfs build/tmp/work/.../rootfs",
     )
-    p.add_argument("deb", type=Path, metavar="DEB|STAGING", help="template .deb or staging root")
+    p.add_argument(
+        "deb", type=Path, nargs="?", metavar="DEB|STAGING", help="template .deb or staging root"
+    )
+    p.add_argument(
+        "--rootfs",
+        dest="rootfs_dir",
+        type=Path,
+        metavar="DIR",
+        help="instead of a template: the packages of this root filesystem that its own apt "
+        "sources have newer (its package lists as they are, no update; needs root: chroot)",
+    )
     p.add_argument(
         "--source",
         dest="sources",
@@ -1133,6 +1151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         code: int | None = args.func(args)
+    except UsageError as err:
+        log.error("%s", err, exc_info=args.debug)
+        return 2
     except Tmpl2debError as err:
         log.error("%s", err, exc_info=args.debug)
         return 1

@@ -10,6 +10,10 @@ class Tmpl2debError(Exception):
     """Base class: a failure the user can act on, reported without a traceback."""
 
 
+class UsageError(Tmpl2debError):
+    """The command line asks for something that cannot be done as given (exit code 2)."""
+
+
 class MetadataError(Tmpl2debError):
     """A template metadata field is missing or invalid."""
 

@@ -1,9 +1,12 @@
 """outdated: which packages of a template apt sources have newer versions of, by apt's own
-upgrade simulation against the template's manifest (no rootfs unpacked, no root needed)."""
+upgrade simulation against the template's manifest (no rootfs unpacked, no root needed), or
+which packages of a rootfs its own apt sources have newer versions of (the package lists it
+has, no update: what an image built in it would see)."""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import tempfile
 from collections.abc import Sequence
@@ -49,6 +52,25 @@ def outdated(template: Template, sources: Sequence[str]) -> list[Newer]:
         log.info("Updating the package lists from %s", ", ".join(s.uri for s in lines))
         apt(root, "apt-get", "update", "--error-on=any", "-q")
         plan = apt(root, "apt-get", "dist-upgrade", "--simulate", "-q", "-o", "Debug::NoLocking=1")
+    return _upgrades(plan)
+
+
+def outdated_rootfs(root: Path) -> list[Newer]:
+    """The packages of the rootfs at ROOT that `apt-get dist-upgrade` in it would upgrade from
+    its own sources and package lists (chroot: its own configuration and architecture). It
+    writes nothing there (no cache, no lock), so it may run while apt installs in it."""
+    if not (root / "var/lib/dpkg/status").is_file():
+        raise FormatError(f"{root} is not a root filesystem (no var/lib/dpkg/status)")
+    plan = run(
+        ["chroot", os.fspath(root), "apt-get", "dist-upgrade", "--simulate", "-q",
+         "-o", "Debug::NoLocking=1", "-o", "Dir::Log::Planner=/dev/null",
+         "-o", "Dir::Cache::pkgcache=", "-o", "Dir::Cache::srcpkgcache="],
+        capture=True,
+    ).stdout  # fmt: skip
+    return _upgrades(plan)
+
+
+def _upgrades(plan: str) -> list[Newer]:
     newer = []
     for line in plan.splitlines():
         match = _UPGRADE.match(line)
