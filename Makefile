@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PYTEST := TMPL2DEB_REQUIRE_TOOLS=1 TMPL2DEB_REQUIRE_ROOT=1 $(PY) -m pytest
 DEBS   := python3-debian python3-arpy python3-pytest python3-venv python3-pip cpio \
           flit tar zstd xz-utils gzip binutils dpkg-dev mmdebstrap lintian acl attr libcap2-bin \
-          reprepro gnupg gpgv ca-certificates man-db groff-base \
+          reprepro gnupg gpgv ca-certificates man-db groff-base libarchive-tools git \
           debhelper dh-python pybuild-plugin-pyproject python3-all
 
 .PHONY: deps demo test lint check-quick bench bench-delta deb autopkgtest clean

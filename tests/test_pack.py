@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -131,6 +132,47 @@ def test_pack_from_tarballs(cli: Cli, small_tree: Path, tmp_path: Path) -> None:
         assert meta["packages"] == 2 and meta["suite"] == "bookworm"
         digests.add(meta["rootfs_sha256"])
     assert len(digests) == 1  # the same stream whatever the compression
+
+
+def _tarball_by(writer: str, tree: Path, tarball: Path) -> None:
+    """tree as a tarball written by one of the tar writers rootfs tarballs come from."""
+    if writer in ("gnu", "posix"):
+        sh("tar", "-c", f"--format={writer}", "-f", tarball, "-C", tree, ".")
+    elif writer == "bsdtar":
+        sh("bsdtar", "-c", "-f", tarball, "-C", tree, ".")
+    elif writer == "tarfile":  # a pax global header ('g') before the members
+        with tarfile.open(tarball, "w", format=tarfile.PAX_FORMAT,
+                          pax_headers={"comment": "made by tarfile"}) as tar:  # fmt: skip
+            for path in sorted(tree.rglob("*")):
+                tar.add(path, arcname=os.fspath(path.relative_to(tree)), recursive=False)
+    else:  # git archive: a pax global header with the commit id, names without "./"
+        git = ["git", "-C", tree, "-c", "user.name=t", "-c", "user.email=t@example.org"]
+        sh(*git, "init", "-q")
+        sh(*git, "add", "-A")
+        sh(*git, "commit", "-q", "-m", "rootfs")
+        with tarball.open("wb") as out:
+            subprocess.run([*git, "archive", "--format=tar", "HEAD"], stdout=out, check=True)
+
+
+@pytest.mark.parametrize("writer", ["gnu", "posix", "bsdtar", "tarfile", "git"])
+def test_pack_tarballs_of_every_writer(
+    cli: Cli, small_tree: Path, tmp_path: Path, writer: str
+) -> None:
+    """Every header kind GNU tar, bsdtar, Python's tarfile and git archive write is read:
+    the files come out of the template as they went in."""
+    needs_tool({"bsdtar": "bsdtar", "git": "git"}.get(writer, "tar"))
+    tarball = tmp_path / "rootfs.tar"
+    _tarball_by(writer, small_tree, tarball)
+    out = tmp_path / "out"
+    out.mkdir()
+    argv: list[str | Path] = ["pack", tarball, "--name", "small", "--version", "1", "-o", out]
+    assert cli(*argv, "--no-default-excludes") == 0, cli.err
+    deb = cli.out.strip()
+    assert cli("info", "--files", deb) == 0, cli.err
+    listed = {line.split(maxsplit=5)[5].split(" -> ")[0] for line in cli.out.splitlines()}
+    files = {"/" + os.fspath(p.relative_to(small_tree)) for p in small_tree.rglob("*")
+             if p.is_file() and ".git" not in p.parts}  # fmt: skip
+    assert files and files <= listed
 
 
 @pytest.mark.parametrize(

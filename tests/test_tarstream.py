@@ -156,3 +156,23 @@ def test_safety_check_accepts_a_normal_tree() -> None:
     )
     flt, out = run_filter(data, check=SafetyCheck())
     assert out == data and flt.members == 7
+
+
+def test_pax_global_header_passes_and_may_not_rename_every_member() -> None:
+    """A 'g' header (git archive, tarfile's pax_headers) goes through with the members; one
+    that sets path, linkpath or size for every member would make the checks of each member's
+    own header meaningless, and is refused."""
+    body = make_tar(("etc/hostname", "file", "x"))
+    for keys, refused in (({"comment": "abc"}, False), ({"path": "../x"}, True)):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT,
+                          pax_headers=keys) as tar:  # fmt: skip
+            info = tarfile.TarInfo("etc/hostname")
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+        if refused:
+            with pytest.raises(UnsafeArchiveError, match="pax global header that sets path"):
+                run_filter(buf.getvalue(), check=SafetyCheck())
+            continue
+        flt, out = run_filter(buf.getvalue(), check=SafetyCheck(), decide=lambda m: Action.KEEP)
+        assert out == buf.getvalue() and names(out) == names(body)

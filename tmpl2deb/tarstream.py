@@ -18,7 +18,11 @@ _CAPTURE_LIMIT = 64 << 20  # largest member kept in memory (dpkg status of a big
 REGULAR = frozenset(b"07\0")
 HARDLINK, SYMLINK = ord("1"), ord("2")
 _MEMBER_TYPES = frozenset(b"01234567\0")
-_EXTENSIONS = frozenset(b"xLK")
+_EXTENSIONS = frozenset(b"xgLK")
+_GLOBAL = ord("g")
+# what a pax global header (git archive, Python's tarfile) may not set for every member: the
+# checks below look at each member's own name, link and size
+_NOT_GLOBAL = (b"path", b"linkpath", b"size")
 
 
 class Action(Enum):
@@ -278,7 +282,7 @@ class TarFilter:
         if kind in _EXTENSIONS:
             if size > _EXTENSION_LIMIT:
                 raise FormatError("tar archive has an oversized extension header")
-            self._hold(block, start)
+            self._hold(block, start, kind)
             self._ext_type = kind
             self._need = max(BLOCK, -(-size // BLOCK) * BLOCK)
             self._ext_size = size
@@ -287,17 +291,25 @@ class TarFilter:
             return
         self._member(block, start, kind, size)
 
-    def _hold(self, data: bytes, start: int | None) -> None:
-        """Extension headers wait for their member's decision, unless nothing can drop it."""
-        if self._decide is None:
+    def _hold(self, data: bytes, start: int | None, kind: int) -> None:
+        """Extension headers wait for their member's decision, unless nothing can drop it (or
+        it is a global header: it belongs to every member after it)."""
+        if self._decide is None or kind == _GLOBAL:
             self._emit(data, start)
         else:
             self._ext += data
 
     def _extension_data(self, data: bytes, start: int | None) -> None:
-        self._hold(data, start)
+        self._hold(data, start, self._ext_type)
         payload = data[: self._ext_size]
-        if self._ext_type == ord("x"):
+        if self._ext_type == _GLOBAL:
+            keys = parse_pax(payload).keys() & set(_NOT_GLOBAL)
+            if keys:
+                raise UnsafeArchiveError(
+                    "tar archive has a pax global header that sets "
+                    f"{', '.join(sorted(k.decode() for k in keys))} for every member"
+                )
+        elif self._ext_type == ord("x"):
             self._pax.update(parse_pax(payload))
         elif self._ext_type == ord("L"):
             self._longname = payload.rstrip(b"\0")
