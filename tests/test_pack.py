@@ -146,7 +146,7 @@ def _tarball_by(writer: str, tree: Path, tarball: Path) -> None:
             for path in sorted(tree.rglob("*")):
                 tar.add(path, arcname=os.fspath(path.relative_to(tree)), recursive=False)
     else:  # git archive: a pax global header with the commit id, names without "./"
-        git = ["git", "-C", tree, "-c", "user.name=t", "-c", "user.email=t@example.org"]
+        git: list[str | Path] = ["git", "-C", tree, "-c", "user.name=t", "-c", "user.email=t@x.org"]
         sh(*git, "init", "-q")
         sh(*git, "add", "-A")
         sh(*git, "commit", "-q", "-m", "rootfs")
