@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import subprocess
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -80,6 +82,29 @@ def test_child_rebuilt_exactly(tmp_path: Path, order: list[str]) -> None:
         data = delta.read_bytes()
         assert len(data) < 64 << 10
         assert b"B" * 4096 in data and b"Package: b" in data and b"A" * 4096 not in data
+
+
+@pytest.mark.parametrize("inserted", [False, True])
+def test_child_rebuilt_exactly_through_pipes(tmp_path: Path, inserted: bool) -> None:
+    """As unpack runs it (parent and delta from zstd, the child into a pipe): the data of
+    large members, copied or inserted, moves with splice(2); the child is the same."""
+    parent, child = trees(tmp_path)
+    if inserted:
+        write(child / "usr/lib/big2", os.urandom(1 << 20))
+    parent_tar = make_tar(parent, tmp_path / "parent.tar", "--sort=name")
+    child_tar = make_tar(child, tmp_path / "child.tar", "--sort=name")
+    delta, rebuilt = tmp_path / "delta", tmp_path / "rebuilt.tar"
+    delta_of(child_tar, parent_tar, delta)
+    with ExitStack() as stack:
+        cats = [stack.enter_context(subprocess.Popen(["cat", f], stdout=subprocess.PIPE))
+                for f in (parent_tar, delta)]  # fmt: skip
+        sink = stack.enter_context(
+            subprocess.Popen(["dd", f"of={rebuilt}", "status=none"], stdin=subprocess.PIPE)
+        )
+        assert sink.stdin is not None and cats[0].stdout and cats[1].stdout
+        tardelta.apply_delta(cats[0].stdout.fileno(), cats[1].stdout.fileno(), sink.stdin.fileno())
+        sink.stdin.close()
+    assert rebuilt.read_bytes() == child_tar.read_bytes()
 
 
 def test_identical_tars_give_a_tiny_delta(tmp_path: Path) -> None:

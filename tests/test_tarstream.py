@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import subprocess
 import tarfile
+from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +21,9 @@ from tmpl2deb.tarstream import (
     checksum,
     normalize,
     parse_number,
+    pump,
     with_size,
+    writer,
 )
 
 
@@ -176,3 +182,50 @@ def test_pax_global_header_passes_and_may_not_rename_every_member() -> None:
             continue
         flt, out = run_filter(buf.getvalue(), check=SafetyCheck(), decide=lambda m: Action.KEEP)
         assert out == buf.getvalue() and names(out) == names(body)
+
+
+@pytest.mark.parametrize("kinds", [("pipe", "pipe"), ("file", "pipe"), ("file", "file")])
+def test_pump_splices_member_data_and_still_checks_every_header(
+    tmp_path: Path, kinds: tuple[str, str]
+) -> None:
+    """pump(splice_to=): the data of large members moves in the kernel (or, when neither side
+    is a pipe, through the buffer); the stream out is the stream in, and a hostile member
+    after spliced data is refused before any byte of it is written."""
+    big = os.urandom(3 << 20)
+    good = make_tar(("a", "file", big), ("b", "file", "x" * 40000), ("c", "sym", "a"))
+    bad = make_tar(("a", "file", big), ("../evil", "file", "x"))
+    for data, refused in ((good, False), (bad, True)):
+        src, dst = tmp_path / "in", tmp_path / "out"
+        src.write_bytes(data)
+        dst.unlink(missing_ok=True)
+        with ExitStack() as stack:
+            if kinds[0] == "pipe":
+                feeder = stack.enter_context(subprocess.Popen(["cat", src], stdout=subprocess.PIPE))
+                fd_in = feeder.stdout.fileno()  # type: ignore[union-attr]
+            else:
+                fd_in = stack.enter_context(src.open("rb")).fileno()
+            sink = None
+            if kinds[1] == "pipe":
+                sink = stack.enter_context(
+                    subprocess.Popen(["dd", f"of={dst}", "status=none"], stdin=subprocess.PIPE)
+                )
+                assert sink.stdin is not None
+                fd_out = sink.stdin.fileno()
+            else:
+                fd_out = stack.enter_context(dst.open("wb")).fileno()
+            flt = TarFilter(writer(fd_out), check=SafetyCheck(), digest=False)
+            if refused:
+                with pytest.raises(UnsafeArchiveError, match="contains '..'"):
+                    pump(fd_in, flt, splice_to=fd_out)
+            else:
+                pump(fd_in, flt, splice_to=fd_out)
+            if sink is not None:
+                assert sink.stdin is not None
+                sink.stdin.close()
+                sink.wait()
+        out = dst.read_bytes()
+        if refused:
+            assert b"evil" not in out and out == data[: len(out)]
+            assert len(out) >= len(big)  # the big member went through first
+        else:
+            assert out == data and flt.size == len(data) and flt.members == 3

@@ -332,14 +332,15 @@ def _stream_payload(
         compressor = stack.enter_context(spawn(zstd, stdin=subprocess.PIPE))
         drain = _Drain(compressor, write)
         stack.callback(drain.stop)  # first, on the way out: before the .deb is closed
+        to_zstd = compressor.stdin.fileno()
         tar_filter = TarFilter(
-            writer(compressor.stdin.fileno()),
+            writer(to_zstd),
             decide=decide,
             capture=rootfs.CAPTURED,
             digest=False,  # format 2: the payload is hashed, not the tar
         )
         try:
-            pump(read_fd, tar_filter, progress=Progress("Packing"))
+            pump(read_fd, tar_filter, progress=Progress("Packing"), splice_to=to_zstd)
         except (BrokenPipeError, FormatError) as err:
             with contextlib.suppress(OSError):
                 compressor.stdin.close()  # lets zstd, and so the drain thread, finish
@@ -452,7 +453,7 @@ def _filter_to_file(source: Path, options: PackOptions, path: Path) -> TarFilter
 
         tar_filter = TarFilter(write, decide=decide, capture=rootfs.CAPTURED, digest=False)
         try:
-            pump(read_fd, tar_filter, progress=Progress("Packing"))
+            pump(read_fd, tar_filter, progress=Progress("Packing"), splice_to=out.fileno())
         except FormatError as err:
             with _privilege_hint():
                 pipeline_failed(err, upstream=producer, downstream=None)

@@ -18,6 +18,7 @@ delta costs what reading both tars costs, whatever their size.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -35,6 +36,8 @@ RECORD = struct.Struct("<cQ")
 COPY, SKIP, INSERT, END = b"C", b"S", b"I", b"E"
 _EXTENSIONS = frozenset(b"xgLK")
 _ZERO = bytes(BLOCK)
+_READ = 1 << 17  # headers and small members are read; the data of larger ones is spliced
+_SPLICE_MIN = 1 << 14
 
 
 class Truncated(FormatError):
@@ -51,13 +54,14 @@ class Reader:
     def __init__(self, fd: int, side: str, digest: bool = False) -> None:
         self._fd = fd
         self.side = side
-        self._buf = bytearray(1 << 20)
+        self._buf = bytearray(_READ)
         self._view = memoryview(self._buf)
         self._start = self._end = 0
         self.offset = 0
         self.sha256 = hashlib.sha256() if digest else None
         self.trailer = b""  # the end-of-archive block, once next_member() met it
         self._seek = not digest and stat.S_ISREG(os.fstat(fd).st_mode)
+        self._splice: bool | None = None  # not known until tried
 
     def _refill(self) -> int:
         left = self._end - self._start
@@ -119,6 +123,36 @@ class Reader:
             return
         for _ in self.chunks(n):
             pass
+
+    def move(self, n: int, out: int, flush: Callable[[], None]) -> None:
+        """Send the next n bytes to fd out: what is buffered with write, after flush(); the
+        rest with splice(2), in the kernel, when this reader's fd or out is a pipe and
+        nothing hashes the bytes (else through the buffer)."""
+        buffered = min(n, self._end - self._start)
+        if self.sha256 is not None or self._splice is False or n - buffered < _SPLICE_MIN:
+            write = writer(out)
+            flush()
+            for view in self.chunks(n):
+                write(view)
+            return
+        flush()
+        writer(out)(self._take(buffered))
+        left = n - buffered
+        while left:
+            try:
+                moved = os.splice(self._fd, out, left)
+            except OSError as err:
+                if err.errno != errno.EINVAL or self._splice:
+                    raise
+                self._splice = False  # neither side a pipe
+                for view in self.chunks(left):
+                    writer(out)(view)
+                return
+            if not moved:
+                raise Truncated(self.side, f"the {self.side} tar stream ends early")
+            self._splice = True
+            self.offset += moved
+            left -= moved
 
     def rest(self) -> Iterator[memoryview]:
         """Everything up to the end of the stream."""
@@ -250,11 +284,11 @@ def apply_delta(
     while (record := RECORD.unpack(steps.read(RECORD.size)))[0] != END:
         op, n = record
         if op == INSERT:
-            _pass_member(steps, "the delta ends inside a member", write)
+            _pass_member(steps, "the delta ends inside a member", output)
         elif op in (COPY, SKIP):
             for _ in range(n):
                 _pass_member(parents, "the delta reaches past the end of the parent's tar",
-                             write if op == COPY else None)  # fmt: skip
+                             output if op == COPY else None)  # fmt: skip
         else:
             raise FormatError(f"the delta has a bad step {op!r}")
     _drain(parents)
@@ -272,6 +306,7 @@ class _Gather:
     """Writes to fd, gathering small pieces: one write per ~256 KiB, not two per member."""
 
     def __init__(self, fd: int) -> None:
+        self.fd = fd
         self._write = writer(fd)
         self._pending = bytearray()
 
@@ -289,19 +324,20 @@ class _Gather:
         self._pending.clear()
 
 
-def _pass_member(
-    reader: Reader, missing: str, write: Callable[[bytes | memoryview], None] | None
-) -> None:
-    """Read the next member, writing it (or skipping it without write)."""
+def _pass_member(reader: Reader, missing: str, output: _Gather | None) -> None:
+    """Read the next member, writing it to output (or skipping it without)."""
     member = next_member(reader)
     if member is None:
         raise FormatError(missing)
-    if write is None:
+    if output is None:
         reader.skip(member.size)
         return
-    write(member.header)
-    for view in reader.chunks(member.size):
-        write(view)
+    output.write(member.header)
+    if member.size < _SPLICE_MIN:
+        for view in reader.chunks(member.size):
+            output.write(view)
+        return
+    reader.move(member.size, output.fd, output.flush)
 
 
 def _drain(reader: Reader, ended: bool = False) -> None:

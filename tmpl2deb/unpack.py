@@ -86,7 +86,12 @@ def _extract(chain: Sequence[Template], target: Path) -> None:
         tar_filter = TarFilter(write, check=SafetyCheck(), digest=chain[0].metadata.format == 1)
         try:
             total = chain[0].metadata.rootfs_size
-            pump(decompressor.stdout.fileno(), tar_filter, progress=Progress("Unpacking", total))
+            pump(
+                decompressor.stdout.fileno(),
+                tar_filter,
+                progress=Progress("Unpacking", total),
+                splice_to=tar.stdin.fileno(),
+            )
         except (BrokenPipeError, FormatError) as err:
             pipeline_failed(err, upstream=decompressor, downstream=tar)
         decompressor.wait()
