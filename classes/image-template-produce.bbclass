@@ -43,9 +43,31 @@ python do_image_template_pack() {
     # for the images made from the template: the locales it went through Isar's step with
     with open(d.expand("${WORKDIR}/image-template-locales"), "w") as f:
         f.write(image_template_locale_record(d))
+    bb.build.exec_func("image_template_localepurge_keep", d)
     bb.build.exec_func("image_template_pack", d)
 }
-do_image_template_pack[vardeps] += "image_template_pack image_template_initrd_prepare"
+do_image_template_pack[vardeps] += "image_template_pack image_template_initrd_prepare \
+    image_template_localepurge_keep"
+
+# localepurge's script, so that an image made from the template with the same locales need not
+# download the package: from the one Isar's locale step downloaded into this rootfs; a rootfs
+# made from a template with the same locales has it already; else the one in DL_DIR
+image_template_localepurge_keep() {
+    lp=$(ls "${IMAGE_ROOTFS}"/var/cache/apt/archives/localepurge_*.deb 2>/dev/null | tail -1 || true)
+    if [ -z "$lp" ] && [ ! -e "${IMAGE_ROOTFS}${IMAGE_TEMPLATE_LOCALEPURGE}" ]; then
+        lp=$(ls "${DEBDIR}/${ROOTFS_BASE_DISTRO}-${BASE_DISTRO_CODENAME}"/localepurge_*.deb \
+            2>/dev/null | tail -1 || true)
+    fi
+    if [ -n "$lp" ]; then
+        dpkg-deb --fsys-tarfile "$lp" | tar -x -O ./usr/sbin/localepurge \
+            > "${IMAGE_TEMPLATE_OUT}/localepurge"
+        sudo install -D -m 0644 "${IMAGE_TEMPLATE_OUT}/localepurge" \
+            "${IMAGE_ROOTFS}${IMAGE_TEMPLATE_LOCALEPURGE}"
+        rm "${IMAGE_TEMPLATE_OUT}/localepurge"
+    fi
+    [ -s "${IMAGE_ROOTFS}${IMAGE_TEMPLATE_LOCALEPURGE}" ] || \
+        bbwarn "no localepurge package found: images made from this template download it again"
+}
 do_image_template_pack[network] = "${TASK_USE_SUDO}"
 do_image_template_pack[cleandirs] = "${IMAGE_TEMPLATE_OUT}"
 do_image_template_pack[lockfiles] = "${IMAGE_TEMPLATE_REPO_LOCK}"
@@ -70,20 +92,6 @@ image_template_pack() {
     fi
     sudo install -D -m 0644 "${WORKDIR}/image-template-locales" \
         "${IMAGE_ROOTFS}/var/lib/tmpl2deb/locales"
-    # localepurge's script, so that an image made from the template with the same locales
-    # need not download the package: from the one Isar's locale step downloaded in this
-    # rootfs; a rootfs made from a template with the same locales has it already; else DL_DIR's
-    lp=$(ls "${IMAGE_ROOTFS}"/var/cache/apt/archives/localepurge_*.deb 2>/dev/null | tail -1 || true)
-    if [ -z "$lp" ] && [ ! -e "${IMAGE_ROOTFS}${IMAGE_TEMPLATE_LOCALEPURGE}" ]; then
-        lp=$(ls "${DEBDIR}/${ROOTFS_BASE_DISTRO}-${BASE_DISTRO_CODENAME}"/localepurge_*.deb \
-            2>/dev/null | tail -1 || true)
-    fi
-    if [ -n "$lp" ]; then
-        dpkg-deb --fsys-tarfile "$lp" | tar -x -O ./usr/sbin/localepurge \
-            > "${WORKDIR}/image-template-localepurge"
-        sudo install -D -m 0644 "${WORKDIR}/image-template-localepurge" \
-            "${IMAGE_ROOTFS}${IMAGE_TEMPLATE_LOCALEPURGE}"
-    fi
     deb=$(sudo SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH}" ${TMPL2DEB} pack "${IMAGE_ROOTFS}" \
         --name "${IMAGE_TEMPLATE_NAME}" --version "${IMAGE_TEMPLATE_VERSION}" \
         --arch "${DISTRO_ARCH}" --signature "${IMAGE_TEMPLATE_SIGNATURE}" \
