@@ -5,10 +5,10 @@ PY     := $(VENV)/bin/python
 PYTEST := TMPL2DEB_REQUIRE_TOOLS=1 TMPL2DEB_REQUIRE_ROOT=1 $(PY) -m pytest
 DEBS   := python3-debian python3-arpy python3-pytest python3-venv python3-pip cpio \
           flit tar zstd xz-utils gzip binutils dpkg-dev mmdebstrap lintian acl attr libcap2-bin \
-          reprepro gnupg gpgv ca-certificates man-db groff-base libarchive-tools git \
+          reprepro gnupg gpgv ca-certificates man-db groff-base libarchive-tools git graphviz \
           debhelper dh-python pybuild-plugin-pyproject python3-all
 
-.PHONY: deps demo test lint check-quick bench bench-delta deb autopkgtest clean
+.PHONY: deps demo test lint check-quick bench bench-delta deb autopkgtest clean doc
 
 $(VENV)/.deps:
 	apt-get update -q
@@ -29,6 +29,12 @@ lint: deps
 
 test: lint
 	$(PYTEST)
+
+# the picture in README.md, from its Graphviz source (tests/test_doc.py checks it is current)
+doc: doc/flow.svg
+
+doc/flow.svg: doc/flow.dot
+	dot -Tsvg $< -o $@
 
 check-quick: deps
 	$(PYTEST) -m "not integration and not network"
