@@ -7,6 +7,8 @@ import gzip
 import hashlib
 import json
 import os
+import shlex
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -227,6 +229,26 @@ def test_signed_repository_over_http_stage_and_unpack(
     assert cli("unpack", two, expected) == 0, cli.err
     assert treeinfo.differences(treeinfo.describe(expected), treeinfo.describe(dest)) == []
     assert (dest / "etc/os-release").is_symlink()
+
+
+def test_stage_shows_apt_progress_unless_quiet(
+    cli: Cli, pack_small: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The real program: apt's own download lines in a pipe, its live output on a terminal
+    (script(1) gives it one), nothing with --quiet."""
+    repo = tmp_path / "repo"
+    assert cli("publish", "--repo", repo, pack_small()) == 0, cli.err
+    source = f"deb [trusted=yes] file:{repo} bookworm main"
+    argv = [sys.executable, "-m", "tmpl2deb", "stage", "--source", source, "--arch", "arm64"]
+    argv.append("tmpl-small")
+    logged = sh(*argv, tmp_path / "a")
+    assert "Downloading tmpl-small 1.0" in logged.stderr
+    assert "Get:1 file:" in logged.stderr and "tmpl-small 1.0" in logged.stderr, logged.stderr
+    assert logged.stdout == f"{tmp_path / 'a'}\n"
+    quiet = sh(*argv, "-q", tmp_path / "b")
+    assert quiet.stderr == ""
+    shown = sh("script", "-qec", shlex.join([*argv, os.fspath(tmp_path / "c")]), "/dev/null")
+    assert "Get:1 file:" in shown.stdout, shown.stdout
 
 
 def test_apt_cache_show_lists_metadata_without_download(

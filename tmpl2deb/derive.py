@@ -16,7 +16,7 @@ from tmpl2deb import rootfs
 from tmpl2deb.errors import FormatError, PrivilegeError, Tmpl2debError
 from tmpl2deb.metadata import check_package
 from tmpl2deb.pack import PackOptions, pack
-from tmpl2deb.run import run
+from tmpl2deb.run import run, show_progress
 from tmpl2deb.stage import Expect, Source, check_match
 from tmpl2deb.unpack import Template, check_dest, open_template, unpack
 
@@ -78,25 +78,30 @@ class Result:
     removed: tuple[str, ...]
 
 
-def in_chroot(root: Path, *argv: str) -> str:
-    """Run argv chrooted into ROOT with /proc, /sys and /dev mounted for it; its output."""
-    out = run(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-ec",
-            _CHROOT_SCRIPT,
-            "sh",
-            root,
-            *argv,
-        ],
-        env=_CHROOT_ENV,
-        capture=True,
-    ).stdout
+def in_chroot(root: Path, *argv: str, show: bool = False) -> str:
+    """Run argv chrooted into ROOT with /proc, /sys and /dev mounted for it; its output
+    (with show: none, it went to stderr, apt's own progress)."""
+    out = (
+        run(
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-ec",
+                _CHROOT_SCRIPT,
+                "sh",
+                root,
+                *argv,
+            ],
+            env=_CHROOT_ENV,
+            capture=not show,
+            show=show,
+        ).stdout
+        or ""
+    )
     log.debug("%s", out.rstrip())
     return out
 
@@ -155,14 +160,18 @@ def _apt_steps(root: Path, options: DeriveOptions, installed: set[str]) -> None:
     missing = [p for p in options.purge if p.partition(":")[0] not in installed]
     if missing:
         raise FormatError(f"cannot purge packages that are not installed: {' '.join(missing)}")
+    # apt's own progress passes through (a live line on a terminal) unless --quiet
+    show = show_progress()
+    quiet = [] if show else ["-q"]
     log.info("Updating the package lists in the rootfs")
-    in_chroot(root, "apt-get", "update", "--error-on=any", "-q")
+    in_chroot(root, "apt-get", "update", "--error-on=any", *quiet, show=show)
     if options.install:
         log.info("Installing %s", " ".join(options.install))
-        in_chroot(root, "apt-get", "install", "--yes", "-q", *options.install)
+        in_chroot(root, "apt-get", "install", "--yes", *quiet, *options.install, show=show)
     if options.purge:
         log.info("Purging %s", " ".join(options.purge))
-        in_chroot(root, "apt-get", "purge", "--yes", "-q", "--autoremove", *options.purge)
+        purge = ["apt-get", "purge", "--yes", *quiet, "--autoremove", *options.purge]
+        in_chroot(root, *purge, show=show)
     in_chroot(root, "apt-get", "clean", "-q")
 
 

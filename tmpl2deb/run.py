@@ -8,6 +8,7 @@ import logging
 import os
 import shlex
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cache
@@ -53,6 +54,11 @@ def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def show_progress() -> bool:
+    """Whether long steps show progress: tmpl2deb's log shows info (not --quiet)."""
+    return logging.getLogger("tmpl2deb").isEnabledFor(logging.INFO)
+
+
 def _argv(argv: Sequence[StrPath]) -> list[str]:
     return [os.fspath(a) for a in argv]
 
@@ -72,8 +78,11 @@ def run(
     env: Mapping[str, str] | None = None,
     input: str | None = None,
     capture: bool = False,
+    show: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """Run argv to completion; raise CommandError if it cannot start or exits non-zero."""
+    """Run argv to completion; raise CommandError if it cannot start or exits non-zero.
+    With show, what the tool prints goes to our stderr (apt's own progress), else capture
+    keeps it; its stderr is always kept for the error message."""
     args = _argv(argv)
     log.debug("+ %s", shlex.join(args))
     try:
@@ -83,7 +92,7 @@ def run(
             env=base_env(env),
             input=input,
             stdin=None if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE if capture else None,
+            stdout=sys.stderr.fileno() if show else subprocess.PIPE if capture else None,
             stderr=subprocess.PIPE,
             text=True,
             check=False,

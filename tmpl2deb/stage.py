@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tmpl2deb.errors import CommandError, FormatError, IntegrityError, MetadataError
 from tmpl2deb.metadata import TemplateMetadata, check_package, check_version
-from tmpl2deb.run import host_architecture, run
+from tmpl2deb.run import host_architecture, run, show_progress
 from tmpl2deb.template import ARCHIVES, Template, open_template, record_verified
 
 log = logging.getLogger(__name__)
@@ -194,13 +194,14 @@ def _check_staging(staging: Path) -> None:
         raise FormatError(f"parent directory {resolved.parent} does not exist")
 
 
-def apt(staging: Path, *args: str, cwd: Path | None = None) -> str:
-    """Run an apt tool with the staging root's configuration only (APT_CONFIG); its output."""
+def apt(staging: Path, *args: str, cwd: Path | None = None, show: bool = False) -> str:
+    """Run an apt tool with the staging root's configuration only (APT_CONFIG); its output
+    (with show: none, it went to stderr as apt's progress)."""
     env = {
         "APT_CONFIG": os.fspath((staging / APT_CONF).resolve()),
         "DEBIAN_FRONTEND": "noninteractive",
     }
-    out = run(args, env=env, cwd=cwd, capture=True).stdout
+    out = run(args, env=env, cwd=cwd, capture=not show, show=show).stdout or ""
     log.debug("%s", out.rstrip())
     return out
 
@@ -297,7 +298,10 @@ def stage(
         needed = chain(staging, resolved)
         names = ", ".join(f"{r.metadata.package} {r.metadata.version}" for r in needed)
         log.info("Downloading %s into %s", names, staging)
-        apt(staging, *download_argv(needed), cwd=staging / ARCHIVES)
+        # apt's own progress (a live line on a terminal) unless --quiet
+        show = show_progress()
+        argv = download_argv(needed)
+        apt(staging, *(a for a in argv if a != "-q" or not show), cwd=staging / ARCHIVES, show=show)
         record_verified(staging)
         template = open_template(staging, package)
     except BaseException:
