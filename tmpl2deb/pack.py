@@ -328,7 +328,7 @@ def _stream_payload(
     """Run source | filter | zstd, handing zstd's output to write(); return the filter."""
     zstd = _zstd_argv(options.level)
     with ExitStack() as stack:
-        read_fd, producer, decide = _open_source(source, options, stack)
+        read_fd, producer, decide, total = _open_source(source, options, stack)
         compressor = stack.enter_context(spawn(zstd, stdin=subprocess.PIPE))
         drain = _Drain(compressor, write)
         stack.callback(drain.stop)  # first, on the way out: before the .deb is closed
@@ -340,7 +340,7 @@ def _stream_payload(
             digest=False,  # format 2: the payload is hashed, not the tar
         )
         try:
-            pump(read_fd, tar_filter, progress=Progress("Packing"), splice_to=to_zstd)
+            pump(read_fd, tar_filter, progress=Progress("Packing", total), splice_to=to_zstd)
         except (BrokenPipeError, FormatError) as err:
             with contextlib.suppress(OSError):
                 compressor.stdin.close()  # lets zstd, and so the drain thread, finish
@@ -441,7 +441,7 @@ def _full_estimate(chain: list[Template], size: int) -> float:
 def _filter_to_file(source: Path, options: PackOptions, path: Path) -> TarFilter:
     """Write the filtered rootfs tar to PATH (the delta sends the members it inserts from it)."""
     with ExitStack() as stack:
-        read_fd, producer, decide = _open_source(source, options, stack)
+        read_fd, producer, decide, total = _open_source(source, options, stack)
         out = stack.enter_context(path.open("wb"))
         to_file = writer(out.fileno())
 
@@ -453,7 +453,7 @@ def _filter_to_file(source: Path, options: PackOptions, path: Path) -> TarFilter
 
         tar_filter = TarFilter(write, decide=decide, capture=rootfs.CAPTURED, digest=False)
         try:
-            pump(read_fd, tar_filter, progress=Progress("Packing"), splice_to=out.fileno())
+            pump(read_fd, tar_filter, progress=Progress("Packing", total), splice_to=out.fileno())
         except FormatError as err:
             with _privilege_hint():
                 pipeline_failed(err, upstream=producer, downstream=None)
@@ -522,21 +522,22 @@ class _Drain(threading.Thread):
 
 def _open_source(
     source: Path, options: PackOptions, stack: ExitStack
-) -> tuple[int, Process | None, Callable[[Member], Action]]:
-    """The readable fd of the rootfs tar stream, the process producing it, the filter rule.
-    Package-owned paths that the excludes leave out are named in a warning at the end."""
+) -> tuple[int, Process | None, Callable[[Member], Action], int]:
+    """The readable fd of the rootfs tar stream, the process producing it, the filter rule,
+    about the size of the stream (0: unknown, a tarball). Package-owned paths that the
+    excludes leave out are named in a warning at the end."""
     selection = options.excludes.select(_owned_paths(source, options))
     stack.push(lambda failed, *_: _report_lost(selection) if failed is None else None)
     if source.is_dir():
         listing = stack.enter_context(tempfile.NamedTemporaryFile(prefix="tmpl2deb-list-"))  # noqa: SIM115
-        count = rootfs.walk(source, selection, listing)  # type: ignore[arg-type]
+        count, size = rootfs.walk(source, selection, listing)  # type: ignore[arg-type]
         listing.flush()
-        log.debug("%d entries to pack from %s", count, source)
+        log.debug("%d entries to pack from %s, about %d bytes of tar", count, source, size)
         argv = rootfs.tar_create_argv(source, Path(listing.name), options.mtime)
         tar = stack.enter_context(spawn(argv))
-        return tar.stdout.fileno(), tar, selection.emptied
+        return tar.stdout.fileno(), tar, selection.emptied, size
     read_fd, producer = _read_tarball(source, stack)
-    return read_fd, producer, selection.member
+    return read_fd, producer, selection.member, 0
 
 
 def _read_tarball(source: Path, stack: ExitStack) -> tuple[int, Process | None]:

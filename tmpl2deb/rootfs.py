@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import stat
@@ -11,7 +12,9 @@ from typing import BinaryIO
 
 from tmpl2deb.errors import FormatError, PrivilegeError
 from tmpl2deb.excludes import DIRECTORY, Selection
-from tmpl2deb.tarstream import Action
+from tmpl2deb.tarstream import BLOCK, Action
+
+REGULAR = ord("0")  # the member type walk() gives a regular file
 
 # Flags GNU tar needs to keep everything a root filesystem holds, identical on both sides.
 TAR_ATTR_FLAGS: tuple[str, ...] = (
@@ -69,8 +72,10 @@ def decompress_argv(tarball: Path) -> list[str] | None:
     return None if tool is None else [tool, "--decompress", "--stdout", os.fspath(tarball)]
 
 
-def walk(root: Path, selection: Selection, out: BinaryIO) -> int:
-    """Write './name\\0' for every entry to pack, in GNU tar --sort=name order; return the count.
+def walk(root: Path, selection: Selection, out: BinaryIO) -> tuple[int, int]:
+    """Write './name\\0' for every entry to pack, in GNU tar --sort=name order; return the count
+    and about the size of the tar (a header per entry, the data of regular files: for the
+    progress of pack).
 
     Excluded directories are not descended into, and neither are other file systems
     (their mount point itself is kept), like tar --one-file-system. What is left out is
@@ -87,6 +92,7 @@ def walk(root: Path, selection: Selection, out: BinaryIO) -> int:
 
     out.write(b".\0")
     count = 1
+    size = BLOCK
     # depth first, each directory's entries sorted by name: the order of tar --sort=name
     stack = [iter(_sorted_entries(root_bytes, b""))]
     while stack:
@@ -100,9 +106,13 @@ def walk(root: Path, selection: Selection, out: BinaryIO) -> int:
             continue
         out.write(b"./" + child + b"\0")
         count += 1
-        if kind == DIRECTORY and os.lstat(root_bytes + b"/" + child).st_dev == device:
+        size += BLOCK
+        if kind == REGULAR:
+            with contextlib.suppress(OSError):  # gone meanwhile: tar says so
+                size += -(-os.lstat(root_bytes + b"/" + child).st_size // BLOCK) * BLOCK
+        elif kind == DIRECTORY and os.lstat(root_bytes + b"/" + child).st_dev == device:
             stack.append(iter(_sorted_entries(root_bytes, child)))
-    return count
+    return count, size + 2 * BLOCK
 
 
 def _sorted_entries(root: bytes, rel: bytes) -> list[tuple[bytes, int]]:
@@ -124,7 +134,7 @@ def _kind(entry: os.DirEntry[bytes]) -> int:
         return DIRECTORY
     if entry.is_symlink():
         return ord("2")
-    return ord("0") if entry.is_file(follow_symlinks=False) else ord("3")
+    return REGULAR if entry.is_file(follow_symlinks=False) else ord("3")
 
 
 def _read_error(path: Path, err: OSError) -> Exception:
