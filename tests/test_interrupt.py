@@ -166,7 +166,8 @@ def test_progress_in_a_log_and_on_a_terminal(big_deb: Path, tmp_path: Path) -> N
 
 def test_pack_progress_has_a_percentage(big_tree: Path, tmp_path: Path) -> None:
     """pack of a directory knows about how big its tar will be (from the walk it makes)."""
-    argv = [*TMPL2DEB, "pack", big_tree, "--name", "big", "--arch", "amd64", "-o", tmp_path]
+    argv: list[str | Path] = [*TMPL2DEB, "pack", big_tree, "--name", "big", "--arch", "amd64"]
+    argv += ["-o", tmp_path]
     logged = subprocess.run(argv, capture_output=True, text=True, check=True)
     lines = [line for line in logged.stderr.splitlines() if "Packing: " in line]
     assert lines and all(" % of 96 MiB, " in line and " s left" in line for line in lines), lines
