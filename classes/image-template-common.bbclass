@@ -8,6 +8,12 @@
 # and set TMPL2DEB = "tmpl2deb").
 
 TMPL2DEB ?= "env PYTHONPATH=${LAYERDIR_tmpl2deb} /usr/bin/python3 -m tmpl2deb"
+
+# bitbake's progress of the template steps (lib/tmpl2deb_progress.py; Isar puts the lib/ of
+# every layer on sys.path, and registers its own handlers the same way)
+python () {
+    bb.utils._context["tmpl2deb_progress"] = __import__("tmpl2deb_progress")
+}
 TMPL2DEB[vardepvalue] = "tmpl2deb"
 
 # The template repository of this build (base-apt layout, every release kept), one per DISTRO.

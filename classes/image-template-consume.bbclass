@@ -41,7 +41,11 @@ IMAGE_TEMPLATE_RECIPE ??= ""
 IMAGE_TEMPLATE_REMOVE ??= ""
 IMAGE_TEMPLATE_ON_STALE ??= "fail"
 IMAGE_TEMPLATE_SOURCE ??= "deb [${@'signed-by=' + d.getVar('IMAGE_TEMPLATE_REPO') + '/archive-keyring.gpg' if d.getVar('IMAGE_TEMPLATE_SIGN_KEY') else 'trusted=yes'}] file://${IMAGE_TEMPLATE_REPO} ${IMAGE_TEMPLATE_CODENAME} main"
-IMAGE_TEMPLATE_STAGING = "${WORKDIR}/image-template-staging"
+# The staging root (apt state and the .debs apt fetched) persists in DL_DIR: a rebuild fetches
+# again only what the signed index names differently (stage keeps a .deb it checked against
+# the sha256 the index still gives). One image at a time uses it (the lock).
+IMAGE_TEMPLATE_STAGING = "${DL_DIR}/image-templates/staging/${DISTRO}-${DISTRO_ARCH}/${PN}"
+do_rootfs_install[lockfiles] += "${IMAGE_TEMPLATE_STAGING}.lock"
 # the last template each IMAGE_TEMPLATE_SOURCE + IMAGE_TEMPLATE resolved to (for BB_NO_NETWORK)
 IMAGE_TEMPLATE_RESOLVED_DIR ?= "${DL_DIR}/image-templates/resolved"
 # where the image records the template it was built from (deb822 fields)
@@ -252,20 +256,36 @@ def image_template_changes(d, old, new):
 image_template_changes[vardepsexclude] = "STAMPS_DIR"
 
 image_template_stage() {
-    sudo rm -rf "${IMAGE_TEMPLATE_STAGING}" "${WORKDIR}/image-template-parent" \
-        "${WORKDIR}/image-template-delta" "${WORKDIR}/image-template-record"
+    sudo rm -rf "${WORKDIR}/image-template-parent" "${WORKDIR}/image-template-delta" \
+        "${WORKDIR}/image-template-record"
+    mkdir -p "$(dirname "${IMAGE_TEMPLATE_STAGING}")"
     sudo ${TMPL2DEB} stage --source "${IMAGE_TEMPLATE_SOURCE}" --arch "${DISTRO_ARCH}" \
         --distro "${BASE_DISTRO}" --suite "${BASE_DISTRO_CODENAME}" \
         "${IMAGE_TEMPLATE_STAGE_SPEC}" "${IMAGE_TEMPLATE_STAGING}"
 }
 IMAGE_TEMPLATE_STAGE_SPEC ?= "${IMAGE_TEMPLATE}"
 
+image_template_unpack[progress] = "custom:tmpl2deb_progress.Percent"
 image_template_unpack() {
+    # the build's own apt sources, preferences and package lists, as the bootstrap set them:
+    # read from the bootstrap tarball (all of it, for three directories) beside the unpack
+    lists="${WORKDIR}/image-template-bootstrap-apt"
+    sudo rm -rf "$lists"
+    mkdir -p "$lists"
+    sudo tar -xf "${BOOTSTRAP_SRC}" -C "$lists" --wildcards \
+        './etc/apt/sources.list.d/*' './etc/apt/preferences.d/*' './var/lib/apt/lists/*' &
+    bootstrap_tar=$!
     sudo ${TMPL2DEB} unpack --package "${IMAGE_TEMPLATE_PACKAGE}" "${IMAGE_TEMPLATE_STAGING}" \
-        "${ROOTFSDIR}"
-    # the build's own apt sources, preferences and package lists, as the bootstrap set them
-    sudo tar -xf "${BOOTSTRAP_SRC}" -C "${ROOTFSDIR}" --wildcards \
-        './etc/apt/sources.list.d/*' './etc/apt/preferences.d/*' './var/lib/apt/lists/*'
+        "${ROOTFSDIR}" || { wait $bootstrap_tar || true; exit 1; }
+    wait $bootstrap_tar
+    # as tar would have put them there (each directory with its own attributes, not its
+    # parents'), as hard links: the same file system, nothing copied
+    for dir in etc/apt/sources.list.d etc/apt/preferences.d var/lib/apt/lists; do
+        if [ -d "$lists/$dir" ]; then
+            sudo cp -al --remove-destination "$lists/$dir/." "${ROOTFSDIR}/$dir/"
+        fi
+    done
+    sudo rm -rf "$lists"
     # what the image was built from, for the device to tell
     sudo install -D -m 0644 "${WORKDIR}/image-template-record" \
         "${ROOTFSDIR}${IMAGE_TEMPLATE_RECORD}"

@@ -73,6 +73,7 @@ do_image_template_pack[cleandirs] = "${IMAGE_TEMPLATE_OUT}"
 do_image_template_pack[lockfiles] = "${IMAGE_TEMPLATE_REPO_LOCK}"
 addtask image_template_pack after do_rootfs_install before do_rootfs_postprocess
 
+image_template_pack[progress] = "custom:tmpl2deb_progress.Percent"
 image_template_pack() {
     set -f  # exclude patterns hold wildcards for tmpl2deb, not for this shell
     excludes=""

@@ -60,7 +60,7 @@ def _setup(top: Path) -> Path:
     """A build directory in TOP with a copy of the layer; return the build directory."""
     build = top / "build"
     layer = top / "layer"
-    for name in ("conf", "classes", "recipes-templates", "tmpl2deb"):
+    for name in ("conf", "classes", "lib", "recipes-templates", "tmpl2deb"):
         shutil.copytree(PROJECT / name, layer / name)
     (build / "conf").mkdir(parents=True)
     sample = Path(ISAR) / "meta-isar/conf"

@@ -251,6 +251,42 @@ def test_stage_shows_apt_progress_unless_quiet(
     assert "Get:1 file:" in shown.stdout, shown.stdout
 
 
+def test_stage_again_fetches_only_what_the_index_names_differently(
+    cli: Cli, pack_small: Callable[..., Path], small_tree: Path, tmp_path: Path
+) -> None:
+    """A .deb apt checked before stays while the signed index gives the same sha256; other
+    contents under the same version, a changed file or another version are fetched."""
+    repo = tmp_path / "repo"
+    assert cli("publish", "--repo", repo, pack_small()) == 0, cli.err
+    source = f"deb [trusted=yes] file:{repo} bookworm main"
+    staging = tmp_path / "staging"
+    stage: list[str | Path] = ["stage", "--source", source, "--arch", "arm64", "tmpl-small"]
+    stage.append(staging)
+    assert cli(*stage) == 0, cli.err
+    deb = staging / "var/cache/apt/archives/tmpl-small_1.0_arm64.deb"
+    first = deb.stat().st_ino
+    assert cli(*stage) == 0, cli.err
+    assert "Already staged, as the signed index names them: tmpl-small 1.0" in cli.err
+    assert deb.stat().st_ino == first and "Downloading" not in cli.err
+    assert cli("unpack", "-v", staging, tmp_path / "a") == 0, cli.err
+    assert "checked by apt against the signed index" in cli.err
+    # other contents under the same version (publish --force): fetched again
+    (small_tree / "etc/hostname").write_text("other\n")
+    assert cli("publish", "--repo", repo, "--force", pack_small()) == 0, cli.err
+    assert cli(*stage) == 0, cli.err
+    assert "Downloading tmpl-small 1.0" in cli.err
+    assert cli("unpack", staging, tmp_path / "b") == 0, cli.err
+    assert (tmp_path / "b/etc/hostname").read_text() == "other\n"
+    # a staged file touched since apt checked it: fetched again
+    os.utime(deb, ns=(0, 0))
+    assert cli(*stage) == 0, cli.err
+    assert "Downloading tmpl-small 1.0" in cli.err
+    # another version: the old one leaves the staging root
+    assert cli("publish", "--repo", repo, pack_small("--version", "2.0")) == 0, cli.err
+    assert cli(*stage) == 0, cli.err
+    assert staged(staging) == ["tmpl-small_2.0_arm64.deb"]
+
+
 def test_apt_cache_show_lists_metadata_without_download(
     cli: Cli, pack_small: Callable[..., Path], tmp_path: Path
 ) -> None:

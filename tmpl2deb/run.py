@@ -8,7 +8,6 @@ import logging
 import os
 import shlex
 import subprocess
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cache
@@ -92,7 +91,7 @@ def run(
             env=base_env(env),
             input=input,
             stdin=None if input is not None else subprocess.DEVNULL,
-            stdout=sys.stderr.fileno() if show else subprocess.PIPE if capture else None,
+            stdout=2 if show else subprocess.PIPE if capture else None,  # 2: our stderr
             stderr=subprocess.PIPE,
             text=True,
             check=False,

@@ -16,7 +16,13 @@ from pathlib import Path
 from tmpl2deb.errors import CommandError, FormatError, IntegrityError, MetadataError
 from tmpl2deb.metadata import TemplateMetadata, check_package, check_version
 from tmpl2deb.run import host_architecture, run, show_progress
-from tmpl2deb.template import ARCHIVES, Template, open_template, record_verified
+from tmpl2deb.template import (
+    ARCHIVES,
+    Template,
+    open_template,
+    record_verified,
+    verified_sha256,
+)
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +179,9 @@ def prepare(staging: Path, architecture: str) -> None:
         (staging / name).touch(exist_ok=True)
     (staging / APT_CONF).write_text(apt_config(staging, architecture))
     # Fetch the indices afresh every time: a repository republished within the same second
-    # would otherwise look unchanged to apt's If-Modified-Since, and they are small.
-    for entry in [*(staging / "var/lib/apt/lists").iterdir(), *(staging / ARCHIVES).glob("*.deb")]:
+    # would otherwise look unchanged to apt's If-Modified-Since, and they are small. The
+    # .debs stay: stage fetches again only what the index now names differently.
+    for entry in (staging / "var/lib/apt/lists").iterdir():
         if entry.is_file():
             entry.unlink()
     if architecture != host_architecture():
@@ -269,6 +276,39 @@ def download_argv(templates: list[Resolved]) -> list[str]:
     return ["apt-get", "download", "-q", *specs]
 
 
+def apt_file_name(resolved: Resolved) -> str:
+    """The name apt-get download gives the .deb (an epoch's colon escaped)."""
+    meta = resolved.metadata
+    return f"{meta.package}_{meta.version.replace(':', '%3a')}_{meta.architecture}.deb"
+
+
+def _fetch(staging: Path, needed: list[Resolved]) -> None:
+    """Have exactly the .debs of NEEDED in the staging root's archives: those apt checked
+    before against the sha256 the signed index names now stay, the others are downloaded."""
+    archives = staging / ARCHIVES
+    wanted = {apt_file_name(r): r for r in needed}
+    have = verified_sha256(staging)
+    for path in archives.glob("*.deb"):
+        index = wanted[path.name].sha256 if path.name in wanted else ""
+        if not index or have.get(path.name) != index:
+            path.unlink()
+    kept = [r for name, r in wanted.items() if (archives / name).exists()]
+    fetch = [r for r in needed if r not in kept]
+    if kept:
+        log.info("Already staged, as the signed index names them: %s", _names(kept))
+    if fetch:
+        log.info("Downloading %s into %s", _names(fetch), staging)
+        # apt's own progress (a live line on a terminal) unless --quiet
+        show = show_progress()
+        argv = [a for a in download_argv(fetch) if a != "-q" or not show]
+        apt(staging, *argv, cwd=archives, show=show)
+    record_verified(staging, {name: r.sha256 for name, r in wanted.items()})
+
+
+def _names(templates: list[Resolved]) -> str:
+    return ", ".join(f"{r.metadata.package} {r.metadata.version}" for r in templates)
+
+
 def stage(
     source: str,
     spec: str,
@@ -296,13 +336,7 @@ def stage(
         wanted = resolved.metadata
         check_match(wanted, replace(expect, architecture=expect.architecture or architecture))
         needed = chain(staging, resolved)
-        names = ", ".join(f"{r.metadata.package} {r.metadata.version}" for r in needed)
-        log.info("Downloading %s into %s", names, staging)
-        # apt's own progress (a live line on a terminal) unless --quiet
-        show = show_progress()
-        argv = download_argv(needed)
-        apt(staging, *(a for a in argv if a != "-q" or not show), cwd=staging / ARCHIVES, show=show)
-        record_verified(staging)
+        _fetch(staging, needed)
         template = open_template(staging, package)
     except BaseException:
         if created:

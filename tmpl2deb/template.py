@@ -3,9 +3,10 @@ template needs."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -73,24 +74,40 @@ def _identity(path: Path) -> list[int]:
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
 
 
-def record_verified(root: Path) -> None:
-    """Note the .debs apt has just checked against the signed index (stage): unpack need not
-    hash their payloads again, as long as the files are the same (device, inode, size, mtime)."""
-    record = {p.name: _identity(p) for p in sorted((root / ARCHIVES).glob("*.deb"))}
+def record_verified(root: Path, sha256: Mapping[str, str]) -> None:
+    """Note the .debs apt has checked against the signed index (stage), with the sha256 the
+    index gave each (file name: sha256): unpack need not hash their payloads again, and stage
+    need not fetch them again, as long as the files are the same (device, inode, size,
+    mtime)."""
+    record = {p.name: [*_identity(p), sha256.get(p.name, "")]
+              for p in sorted((root / ARCHIVES).glob("*.deb"))}  # fmt: skip
     (root / VERIFIED).parent.mkdir(parents=True, exist_ok=True)
     (root / VERIFIED).write_text(json.dumps(record, indent=1) + "\n")
 
 
-def staged_templates(root: Path) -> dict[str, Template]:
-    """The templates apt downloaded into a staging root, by package name."""
+def verified_sha256(root: Path) -> dict[str, str]:
+    """The .debs of a staging root unchanged since apt checked them: file name: the sha256
+    the signed index gave."""
     try:
         record = json.loads((root / VERIFIED).read_text())
     except (OSError, ValueError):
-        record = {}
+        return {}
+    found = {}
+    for name, entry in record.items() if isinstance(record, dict) else ():
+        path = root / ARCHIVES / name
+        with contextlib.suppress(OSError):
+            if isinstance(entry, list) and entry[:4] == _identity(path) and entry[4:]:
+                found[name] = str(entry[4])
+    return found
+
+
+def staged_templates(root: Path) -> dict[str, Template]:
+    """The templates apt downloaded into a staging root, by package name."""
+    verified = verified_sha256(root)
     found = {}
     for path in sorted((root / ARCHIVES).glob("*.deb")):
         template = _from_deb(path)
-        if record.get(path.name) == _identity(path):
+        if path.name in verified:
             template = replace(template, verified=True)
         found[template.metadata.package] = template
     return found
