@@ -6,8 +6,8 @@ import errno
 import hashlib
 import os
 from collections.abc import Callable, Container
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from tmpl2deb.errors import FormatError, UnsafeArchiveError
 from tmpl2deb.progress import Progress
@@ -34,9 +34,9 @@ class Action(Enum):
     EMPTY = "empty"  # keep the entry and its metadata, drop the file contents
 
 
-@dataclass(frozen=True, slots=True)
-class Member:
-    """One archive member as GNU tar will see it (names relative, without './')."""
+class Member(NamedTuple):
+    """One archive member as GNU tar will see it (names relative, without './'); a tuple: one
+    is made for every header of a rootfs."""
 
     name: bytes
     type: int
@@ -68,7 +68,7 @@ def parse_number(field: bytes) -> int:
 
 def checksum(header: bytes | bytearray) -> int:
     """The ustar header checksum, with the checksum field itself counted as spaces."""
-    return sum(header[:148]) + 8 * 32 + sum(header[156:BLOCK])
+    return sum(header[:BLOCK]) - sum(header[148:156]) + 8 * 32
 
 
 def with_size(header: bytes, size: int) -> bytes:
@@ -130,15 +130,17 @@ class SafetyCheck:
     def _check_path(self, name: bytes, what: str) -> None:
         if name.startswith(b"/"):
             raise UnsafeArchiveError(f"member {what} {_show(name)} is absolute")
-        parts = name.split(b"/")
-        if b".." in parts:
+        if b".." in name and b".." in name.split(b"/"):
             raise UnsafeArchiveError(f"member {what} {_show(name)} contains '..'")
-        for depth in range(1, len(parts)):
-            if b"/".join(parts[:depth]) in self._symlinks:
+        symlinks = self._symlinks
+        slash = name.find(b"/")
+        while slash > 0:  # every directory on the way: name[:slash]
+            if name[:slash] in symlinks:
                 raise UnsafeArchiveError(
                     f"member {what} {_show(name)} goes through the symlink "
-                    f"{_show(b'/'.join(parts[:depth]))}"
+                    f"{_show(name[:slash])}"
                 )
+            slash = name.find(b"/", slash + 1)
 
 
 def _show(name: bytes) -> str:
@@ -334,12 +336,7 @@ class TarFilter:
     def _member(self, block: bytes, start: int | None, kind: int, size: int) -> None:
         if kind not in _MEMBER_TYPES:
             raise FormatError(f"tar archive has an unsupported member type {chr(kind)!r}")
-        member = Member(
-            name=normalize(self._member_name(block)),
-            type=kind,
-            linkname=self._pax.get(b"linkpath", self._longlink or _cstr(block[157:257])),
-            size=int(self._pax.get(b"size", size)),
-        )
+        member = self._make_member(block, kind, size)
         if self._check is not None:
             self._check(member)
         action = self._decide(member) if self._decide else Action.KEEP
@@ -350,7 +347,8 @@ class TarFilter:
             block, start = with_size(block, 0), None
         if action is not Action.DROP:
             self.members += 1
-            self._emit(self._ext, None)
+            if self._ext:
+                self._emit(self._ext, None)
             self._emit(block, start)
         self._data_pass = action is Action.KEEP
         self._data_left = padded
@@ -358,12 +356,20 @@ class TarFilter:
             self._capture = bytearray()
             self._capture_name = member.name
             self._capture_left = min(member.size, _CAPTURE_LIMIT)
-        self._ext = bytearray()
-        self._pax = {}
+        if self._ext:
+            self._ext = bytearray()
+        if self._pax:
+            self._pax = {}
         self._longname = self._longlink = None
 
-    def _member_name(self, block: bytes) -> bytes:
-        return member_name(block, self._pax, self._longname)
+    def _make_member(self, block: bytes, kind: int, size: int) -> Member:
+        pax = self._pax
+        if pax:
+            linkname = pax.get(b"linkpath", self._longlink or _cstr(block[157:257]))
+            size = int(pax.get(b"size", size))
+        else:
+            linkname = self._longlink or _cstr(block[157:257])
+        return Member(normalize(member_name(block, pax, self._longname)), kind, linkname, size)
 
 
 def member_name(block: bytes, pax: dict[bytes, bytes], longname: bytes | None) -> bytes:
