@@ -9,17 +9,16 @@ import zlib
 
 import pytest
 
-from tmpl2deb.debformat import (
+from tmpl2deb.debformat import ar_header, control_tar
+from tmpl2deb.errors import FormatError
+from tmpl2deb.storedgzip import (
     STORED_BLOCK,
     StoredGzipWriter,
-    ar_header,
     content_size,
-    control_tar,
     crc32_combine,
     stored_gzip,
     stored_size,
 )
-from tmpl2deb.errors import FormatError
 
 
 def test_ar_header_is_60_bytes_like_dpkg_deb() -> None:

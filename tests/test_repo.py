@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import Cli, http_server, needs_root, needs_tool, sh
 from tmpl2deb import treeinfo
-from tmpl2deb.repo import DISTRIBUTIONS
+from tmpl2deb.repostate import DISTRIBUTIONS
 from tmpl2deb.template import open_template
 
 pytestmark = pytest.mark.usefixtures("host_untouched")

@@ -24,6 +24,7 @@ import pytest
 from tests.conftest import Cli, http_server, needs_root, needs_tool, sh
 from tmpl2deb import debformat
 from tmpl2deb.lock import LOCK_NAME
+from tmpl2deb.storedgzip import stored_gzip
 
 pytestmark = pytest.mark.usefixtures("host_untouched")
 
@@ -67,7 +68,7 @@ def _retar(
             dst.addfile(info, io.BytesIO(data) if info.isfile() else None)
         for info, data in extra:
             dst.addfile(info, io.BytesIO(data) if info.isfile() else None)
-    return debformat.stored_gzip(out.getvalue())
+    return stored_gzip(out.getvalue())
 
 
 def _member(

@@ -2,39 +2,30 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import logging
 import os
-import shutil
-import subprocess
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
-from tmpl2deb import debformat, rootfs, tardelta
+from tmpl2deb import debformat, rootfs
 from tmpl2deb.errors import (
     CommandError,
     FormatError,
     MetadataError,
-    PrivilegeError,
     disk_full,
 )
 from tmpl2deb.excludes import (
     DEFAULT_EXCLUDES,
-    DpkgLists,
     ExcludeRules,
-    OwnedPaths,
-    Selection,
-    read_owned,
 )
-from tmpl2deb.lock import claim, claimed, remove_abandoned
+from tmpl2deb.lock import claim, remove_abandoned
 from tmpl2deb.metadata import (
     DEFAULT_MAINTAINER,
     DELTA,
@@ -48,9 +39,9 @@ from tmpl2deb.metadata import (
     render_control,
     rootfs_identity,
 )
-from tmpl2deb.progress import Progress
-from tmpl2deb.run import Process, host_architecture, pipeline_failed, spawn
-from tmpl2deb.tarstream import Action, Member, TarFilter, pump, writer
+from tmpl2deb.payload import PayloadOptions, delta_payload, full_payload
+from tmpl2deb.run import host_architecture
+from tmpl2deb.tarstream import TarFilter
 from tmpl2deb.template import Template, open_template, resolve_chain
 
 log = logging.getLogger(__name__)
@@ -144,10 +135,11 @@ def _write(
             payload_digest.update(data)  # the compressed bytes only: a third of the tar's
             writer_.write_payload(data)
 
+        how = PayloadOptions(options.excludes, options.level, options.mtime, options.output)
         if chain:
-            stream, kind = _delta_payload(source, options, chain, write_payload)
+            stream, kind = delta_payload(source, how, chain, write_payload)
         else:
-            stream, kind = _stream_payload(source, options, write_payload), FULL
+            stream, kind = full_payload(source, how, write_payload), FULL
         payload_size = writer_.end_payload()
         payload_sha256 = payload_digest.hexdigest()
         draft = replace(
@@ -311,287 +303,6 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def _zstd_argv(level: int) -> list[str]:
-    """zstd on all cores. At levels 3 to 8 (a 2 MiB window) in jobs of 4 MiB, half zstd's
-    default: its memory drops from about 60 to 35 MiB on 2 cores, for a payload about 0.7 %
-    larger and no loss of speed (minbase rootfs tar, zstd 1.5.4). The output stays the same
-    whatever the number of cores."""
-    argv = ["zstd", "--quiet", "--threads=0", f"-{level}", "--stdout"]
-    return [*argv, "-B4MiB"] if 3 <= level <= 8 else argv
-
-
-def _stream_payload(
-    source: Path, options: PackOptions, write: Callable[[memoryview], None]
-) -> TarFilter:
-    """Run source | filter | zstd, handing zstd's output to write(); return the filter."""
-    zstd = _zstd_argv(options.level)
-    with ExitStack() as stack:
-        read_fd, producer, decide, total = _open_source(source, options, stack)
-        compressor = stack.enter_context(spawn(zstd, stdin=subprocess.PIPE))
-        drain = _Drain(compressor, write)
-        stack.callback(drain.stop)  # first, on the way out: before the .deb is closed
-        to_zstd = compressor.stdin.fileno()
-        tar_filter = TarFilter(
-            writer(to_zstd),
-            decide=decide,
-            capture=rootfs.CAPTURED,
-            digest=False,  # format 2: the payload is hashed, not the tar
-        )
-        try:
-            pump(read_fd, tar_filter, progress=Progress("Packing", total), splice_to=to_zstd)
-        except (BrokenPipeError, FormatError) as err:
-            with contextlib.suppress(OSError):
-                compressor.stdin.close()  # lets zstd, and so the drain thread, finish
-            drain.join()
-            with _privilege_hint():
-                pipeline_failed(err, upstream=producer, downstream=compressor)
-        if producer is not None:
-            with _privilege_hint():
-                producer.wait()
-        compressor.stdin.close()
-        drain.join()
-        compressor.wait()
-    return tar_filter
-
-
-# a delta that is more than this share of the full payload does not pay off
-DELTA_WORTH = 0.5
-
-
-def _delta_payload(
-    source: Path, options: PackOptions, chain: list[Template], write: Callable[[memoryview], None]
-) -> tuple[TarFilter, str]:
-    """Write the zstd of a tar delta of the rootfs tar against the parent's (tardelta), or
-    fall back to a full payload when the delta does not pay off; return the stream and the
-    kind."""
-    work = Path(tempfile.mkdtemp(dir=options.output, prefix=".tmpl2deb-delta-"))
-    try:
-        with claimed(work):
-            return _delta_in(work, source, options, chain, write)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _delta_in(
-    work: Path,
-    source: Path,
-    options: PackOptions,
-    chain: list[Template],
-    write: Callable[[memoryview], None],
-) -> tuple[TarFilter, str]:
-    from tmpl2deb.unpack import check_digest, rootfs_stream  # only for a delta
-
-    parent = chain[0]
-    child_tar = work / "rootfs.tar"
-    stream = _filter_to_file(source, options, child_tar)
-    delta = work / debformat.DELTA_PAYLOAD
-    log.info("Making a delta against %s", parent.name)
-    zstd = _zstd_argv(options.level)
-    with ExitStack() as stack:
-        parent_stream = stack.enter_context(rootfs_stream(chain))
-        out = stack.enter_context(delta.open("wb"))
-        compressor = stack.enter_context(spawn(zstd, stdin=subprocess.PIPE, stdout=out))
-        child = stack.enter_context(child_tar.open("rb"))
-        size, digest = 0, ""
-        try:
-            size, digest = tardelta.write_delta(
-                child.fileno(),
-                parent_stream.stdout.fileno(),
-                compressor.stdin.fileno(),
-                digest=parent.metadata.format == 1,  # format 2: rootfs_stream checks it
-            )
-        except (BrokenPipeError, FormatError) as err:
-            pipeline_failed(err, upstream=parent_stream, downstream=compressor)
-        parent_stream.wait()
-        compressor.stdin.close()
-        compressor.wait()
-    check_digest(parent, size, digest, chain[1:])
-    estimate = _full_estimate(chain, stream.size)
-    size = delta.stat().st_size
-    if size > DELTA_WORTH * estimate:
-        log.warning(
-            "the delta against %s is %.1f MiB, more than half of the %.1f MiB a full "
-            "payload is estimated at: packing a full template instead",
-            parent.name,
-            size / 2**20,
-            estimate / 2**20,
-        )
-        _compress_file(child_tar, options, write)
-        return stream, FULL
-    log.info(
-        "Delta against %s: %.1f MiB, %.1f %% of an estimated full payload of %.1f MiB",
-        parent.name,
-        size / 2**20,
-        100 * size / max(estimate, 1),
-        estimate / 2**20,
-    )
-    _copy_file(delta, write)
-    return stream, DELTA
-
-
-def _full_estimate(chain: list[Template], size: int) -> float:
-    """What a full payload of a SIZE-byte tar would take, at the compression ratio of the
-    full template at the bottom of the chain."""
-    base = chain[-1]
-    return size * base.payload.span.size / max(base.metadata.rootfs_size, 1)
-
-
-def _filter_to_file(source: Path, options: PackOptions, path: Path) -> TarFilter:
-    """Write the filtered rootfs tar to PATH (the delta sends the members it inserts from it)."""
-    with ExitStack() as stack:
-        read_fd, producer, decide, total = _open_source(source, options, stack)
-        out = stack.enter_context(path.open("wb"))
-        to_file = writer(out.fileno())
-
-        def write(data: bytes | memoryview) -> None:
-            try:
-                to_file(data)
-            except OSError as err:
-                raise FormatError(f"cannot write {path}: {err.strerror}") from err
-
-        tar_filter = TarFilter(write, decide=decide, capture=rootfs.CAPTURED, digest=False)
-        try:
-            pump(read_fd, tar_filter, progress=Progress("Packing", total), splice_to=out.fileno())
-        except FormatError as err:
-            with _privilege_hint():
-                pipeline_failed(err, upstream=producer, downstream=None)
-        if producer is not None:
-            with _privilege_hint():
-                producer.wait()
-    return tar_filter
-
-
-def _compress_file(path: Path, options: PackOptions, write: Callable[[memoryview], None]) -> None:
-    """zstd of a file on disk, streamed into write(). It reads the file as its stdin: the
-    frames are then those of the streamed pack (no content size), the same bytes."""
-    with path.open("rb") as source, spawn(_zstd_argv(options.level), stdin=source) as compressor:
-        drain = _Drain(compressor, write)
-        try:
-            drain.join()
-            compressor.wait()
-        finally:
-            drain.stop()
-
-
-def _copy_file(path: Path, write: Callable[[memoryview], None]) -> None:
-    buf = bytearray(1 << 20)
-    view = memoryview(buf)
-    with path.open("rb") as f:
-        while n := f.readinto(buf):
-            write(view[:n])
-
-
-class _Drain(threading.Thread):
-    """Reads the compressor's output into the .deb while the main thread feeds it."""
-
-    def __init__(self, process: Process, write: Callable[[memoryview], None]) -> None:
-        super().__init__(daemon=True)
-        self._process = process
-        self._write = write
-        self.error: BaseException | None = None
-        self.start()
-
-    def run(self) -> None:
-        buf = bytearray(1 << 20)
-        view = memoryview(buf)
-        fd = self._process.stdout.fileno()
-        try:
-            while n := os.readv(fd, [buf]):
-                self._write(view[:n])
-        except BaseException as err:  # reported by join() in the main thread
-            self.error = err
-            with contextlib.suppress(OSError):
-                self._process.stdout.close()  # zstd now fails on its next write, and stops
-
-    def join(self, timeout: float | None = None) -> None:
-        super().join(timeout)
-        if isinstance(self.error, OSError):
-            raise FormatError(f"cannot write the template: {self.error.strerror}") from self.error
-        if self.error is not None:
-            raise self.error
-
-    def stop(self) -> None:
-        """On the way out, whatever happened: a thread still reading is stopped (its
-        compressor killed) before the .deb it writes into is closed."""
-        if self.is_alive():
-            self._process.abort()
-            super().join()
-
-
-def _open_source(
-    source: Path, options: PackOptions, stack: ExitStack
-) -> tuple[int, Process | None, Callable[[Member], Action], int]:
-    """The readable fd of the rootfs tar stream, the process producing it, the filter rule,
-    about the size of the stream (0: unknown, a tarball). Package-owned paths that the
-    excludes leave out are named in a warning at the end."""
-    selection = options.excludes.select(_owned_paths(source, options))
-    stack.push(lambda failed, *_: _report_lost(selection) if failed is None else None)
-    if source.is_dir():
-        listing = stack.enter_context(tempfile.NamedTemporaryFile(prefix="tmpl2deb-list-"))  # noqa: SIM115
-        count, size = rootfs.walk(source, selection, listing)  # type: ignore[arg-type]
-        listing.flush()
-        log.debug("%d entries to pack from %s, about %d bytes of tar", count, source, size)
-        argv = rootfs.tar_create_argv(source, Path(listing.name), options.mtime)
-        tar = stack.enter_context(spawn(argv))
-        return tar.stdout.fileno(), tar, selection.emptied, size
-    read_fd, producer = _read_tarball(source, stack)
-    return read_fd, producer, selection.member, 0
-
-
-def _read_tarball(source: Path, stack: ExitStack) -> tuple[int, Process | None]:
-    """The readable fd of a rootfs tarball's tar stream, and its decompressor, if any."""
-    argv = rootfs.decompress_argv(source)
-    if argv is None:
-        return stack.enter_context(source.open("rb")).fileno(), None
-    decompressor = stack.enter_context(spawn(argv))
-    return decompressor.stdout.fileno(), decompressor
-
-
-def _owned_paths(source: Path, options: PackOptions) -> OwnedPaths:
-    """What the rootfs' packages own, from dpkg's file lists (a tarball is read once more
-    for them: its lists come after /dev, /run, /tmp and /var/cache in name order)."""
-    if not options.excludes.patterns:
-        return OwnedPaths()
-    if source.is_dir():
-        return read_owned(source)
-    with ExitStack() as stack:
-        read_fd, producer = _read_tarball(source, stack)
-        lists = TarFilter(lambda _data: None, capture=DpkgLists(), digest=False)
-        try:
-            pump(read_fd, lists)
-        except FormatError as err:
-            pipeline_failed(err, upstream=producer, downstream=None)
-        if producer is not None:
-            producer.wait()
-    return OwnedPaths.from_lists(lists.captured.values())
-
-
-def _report_lost(selection: Selection) -> None:
-    """A warning naming the package-owned paths the excludes left out (the stream is done)."""
-    if selection.lost:
-        names = ", ".join("/" + os.fsdecode(n) for n in sorted(selection.lost)[:10])
-        log.warning(
-            "the excludes leave out %d paths that packages of the rootfs own: %s%s "
-            "(dpkg --verify will report them missing; '!PATTERN' keeps them)",
-            len(selection.lost),
-            names,
-            ", ..." if len(selection.lost) > 10 else "",
-        )
-
-
-@contextmanager
-def _privilege_hint() -> Iterator[None]:
-    """tar failing on files it may not read becomes a PrivilegeError for non-root users."""
-    try:
-        yield
-    except CommandError as err:
-        if "Permission denied" in str(err) and os.geteuid() != 0:
-            raise PrivilegeError(
-                f"cannot read every file of the rootfs ({err}); pack as root (sudo)"
-            ) from err
-        raise
 
 
 def _finish_metadata(
