@@ -115,9 +115,11 @@ def image_template_resolve(d):
                                                 "DISTRO_ARCH"))
     key = hashlib.sha256(("%s\n%s\n%s" % (source, spec, arch)).encode()).hexdigest()[:24]
     record = os.path.join(d.getVar("IMAGE_TEMPLATE_RESOLVED_DIR"), key)
-    found = re.match(r"\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)", source or "")
+    found = (re.match(r"\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)", source or "")
+             or re.search(r"^URIs:\s*(\S+)", source or "", re.MULTILINE | re.IGNORECASE))
     if not found:
-        return "unresolved: IMAGE_TEMPLATE_SOURCE %r is not an apt source line" % source
+        return ("unresolved: IMAGE_TEMPLATE_SOURCE %r is not an apt source (a 'deb ...' line "
+                "or a deb822 stanza)" % source)
     uri = found.group(1)
     if bb.utils.to_boolean(d.getVar("BB_NO_NETWORK")) and not uri.startswith("file:"):
         try:

@@ -287,6 +287,27 @@ def test_stage_again_fetches_only_what_the_index_names_differently(
     assert staged(staging) == ["tmpl-small_2.0_arm64.deb"]
 
 
+def test_stage_takes_a_deb822_source(
+    cli: Cli, pack_small: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The .sources format apt recommends: a stanza, as given or in a file."""
+    repo = tmp_path / "repo"
+    assert cli("publish", "--repo", repo, pack_small()) == 0, cli.err
+    stanza = f"Types: deb\nURIs: file:{repo}\nSuites: bookworm\nComponents: main\nTrusted: yes\n"
+    staging = tmp_path / "staging"
+    assert cli("stage", "--source", stanza, "--arch", "arm64", "tmpl-small", staging) == 0, cli.err
+    assert staged(staging) == ["tmpl-small_1.0_arm64.deb"]
+    assert cli("resolve", "--source", stanza, "--arch", "arm64", "tmpl-small") == 0, cli.err
+    assert cli.out.startswith("tmpl-small 1.0 ")
+    two = stanza.replace("Suites: bookworm", "Suites: bookworm trixie")
+    assert cli("stage", "--source", two, "tmpl-small", tmp_path / "s2") == 1
+    assert "2 apt sources" in cli.err and len(cli.err.strip().splitlines()) == 1
+    key = stanza + "Signed-By:\n -----BEGIN PGP PUBLIC KEY BLOCK-----\n .\n abc\n"
+    assert cli("stage", "--source", key, "tmpl-small", tmp_path / "s3") == 1
+    assert "its key in Signed-By is not supported" in cli.err
+    assert not (tmp_path / "s2").exists() and not (tmp_path / "s3").exists()
+
+
 def test_apt_cache_show_lists_metadata_without_download(
     cli: Cli, pack_small: Callable[..., Path], tmp_path: Path
 ) -> None:

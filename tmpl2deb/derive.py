@@ -116,7 +116,7 @@ def derive(source: Path, dest: Path, options: DeriveOptions) -> Result:
     both = set(options.install) & set(options.purge)
     if both:
         raise FormatError(f"packages both to install and to purge: {' '.join(sorted(both))}")
-    sources = [Source.parse(line) for line in options.sources]
+    sources = [source for text in options.sources for source in Source.parse_all(text)]
     if options.install and not sources:
         raise FormatError("installing packages needs apt sources: give --source")
     template = open_template(source, options.package)

@@ -37,7 +37,7 @@ class Newer:
 
 def outdated(template: Template, sources: Sequence[str]) -> list[Newer]:
     """The template's packages that `apt-get dist-upgrade` would upgrade from SOURCES."""
-    lines = [Source.parse(line) for line in sources]
+    lines = [source for text in sources for source in Source.parse_all(text)]
     if not lines:
         raise FormatError("give the apt sources to compare with (--source)")
     native = template.metadata.architecture

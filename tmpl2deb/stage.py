@@ -46,7 +46,7 @@ _SOURCE_RE = re.compile(
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """One-line apt source: deb [OPTIONS] URI SUITE [COMPONENT...]."""
+    """One apt source, as the one-line form deb [OPTIONS] URI SUITE [COMPONENT...]."""
 
     line: str
     options: dict[str, str]
@@ -55,7 +55,27 @@ class Source:
     components: tuple[str, ...]
 
     @classmethod
-    def parse(cls, line: str) -> Source:
+    def parse(cls, text: str) -> Source:
+        """Exactly one source: a one-line 'deb ...' or a deb822 stanza (.sources format)."""
+        sources = cls.parse_all(text)
+        if len(sources) != 1:
+            raise FormatError(
+                f"{len(sources)} apt sources in {text.strip()!r}; give exactly one (one URI, "
+                "one suite, Types: deb)"
+            )
+        return sources[0]
+
+    @classmethod
+    def parse_all(cls, text: str) -> list[Source]:
+        """The sources of a one-line 'deb ...', or of deb822 stanzas, as apt's .sources
+        files have them (Types, URIs, Suites, Components, Signed-By, Trusted, Architectures,
+        Enabled; every URI and suite of a stanza is a source, deb-src ones are left out)."""
+        if _DEB822_FIELD.search(text):
+            return [cls._parse_line(line) for line in _deb822_lines(text)]
+        return [cls._parse_line(text)]
+
+    @classmethod
+    def _parse_line(cls, line: str) -> Source:
         line = line.strip()
         match = _SOURCE_RE.fullmatch(line)
         if not match or ":" not in match["uri"] or "\n" in line:
@@ -78,7 +98,41 @@ class Source:
         options = {**self.options, **changes}
         opts = " ".join(f"{k}={v}" for k, v in options.items())
         parts = ["deb", f"[{opts}]" if opts else "", self.uri, self.suite, *self.components]
-        return Source.parse(" ".join(p for p in parts if p))
+        return Source._parse_line(" ".join(p for p in parts if p))
+
+
+_DEB822_FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9-]*:(\s|$)", re.MULTILINE)
+# deb822 fields and the one-line option each becomes
+_DEB822_OPTIONS = {"signed-by": "signed-by", "trusted": "trusted", "architectures": "arch"}
+
+
+def _deb822_lines(text: str) -> list[str]:
+    """The one-line form of every source in deb822 stanzas."""
+    from debian.deb822 import Deb822
+
+    lines = []
+    for para in Deb822.iter_paragraphs(text.splitlines(keepends=True), use_apt_pkg=False):
+        fields = {key.lower(): value.strip() for key, value in para.items()}
+        unknown = set(fields) - {"types", "uris", "suites", "components", "enabled",
+                                 *_DEB822_OPTIONS}  # fmt: skip
+        if unknown:
+            known = ", ".join(sorted(unknown))
+            raise FormatError(f"apt source stanza has fields tmpl2deb does not know: {known}")
+        if (
+            fields.get("enabled", "yes").lower() == "no"
+            or "deb" not in fields.get("types", "").split()
+        ):
+            continue
+        if "\n" in fields.get("signed-by", "") or "BEGIN PGP" in fields.get("signed-by", ""):
+            raise FormatError("an apt source with its key in Signed-By is not supported: give "
+                              "the path of the keyring")  # fmt: skip
+        options = [f"{_DEB822_OPTIONS[key]}={','.join(fields[key].split())}"
+                   for key in _DEB822_OPTIONS if key in fields]  # fmt: skip
+        opts = f"[{' '.join(options)}] " if options else ""
+        for uri in fields.get("uris", "").split():
+            for suite in fields.get("suites", "").split():
+                lines.append(f"deb {opts}{uri} {suite} {fields.get('components', '')}".strip())
+    return lines
 
 
 _SPEC_RE = re.compile(
