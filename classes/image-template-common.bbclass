@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Shared by image-template-produce and image-template-consume (tmpl2deb layer).
 #
 # tmpl2deb runs on the build host, from this layer's own checkout, with Debian's python3:

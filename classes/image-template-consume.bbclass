@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Build an image from an image template instead of the bootstrap rootfs (tmpl2deb layer).
 #
 #   inherit image-template-consume

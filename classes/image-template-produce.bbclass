@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Produce an image template from an image recipe (tmpl2deb layer).
 #
 # A task after the packages are installed (do_rootfs_install) and before Isar's

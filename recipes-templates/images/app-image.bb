@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Example chain, step 3: the application image on top of tmpl-middleware: one application
 # package added, one package of the base (nano) purged.
 

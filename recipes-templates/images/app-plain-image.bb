@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # The application image of the example chain built the plain Isar way, from the bootstrap:
 # base + middleware + application packages (without nano). Used to time the template path.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Example chain, step 1: the platform team's base image, also produced as template tmpl-base.
 # A realistic platform base (~250 packages): systemd, ssh, python3, network and debugging tools.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Example chain, step 2: the middleware team's image on top of tmpl-base, produced in turn as
 # template tmpl-middleware (its parent, tmpl-base, is recorded).
 

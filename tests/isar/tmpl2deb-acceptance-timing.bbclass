@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # tests/isar/run only (not part of the layer): a timestamp between the steps of
 # do_rootfs_install of every image, in ${WORKDIR}/tmpl2deb-timing. Line 1: the time the task
 # body starts (rootfs_prepare comes first) and the list of ROOTFS_INSTALL_COMMAND; then one

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # tests/isar/run only: the application image from tmpl-middleware plus busybox, whose
 # initramfs hook changes the initrd: it must be generated again, not reused.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # tests/isar/run only: an application image built from a released template that a
 # repository serves over HTTP (no IMAGE_TEMPLATE_RECIPE: the template is resolved from the
 # repository's signed index when bitbake parses, and is part of the task signature).
