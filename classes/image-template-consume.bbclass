@@ -42,10 +42,12 @@ IMAGE_TEMPLATE_RECIPE ??= ""
 IMAGE_TEMPLATE_REMOVE ??= ""
 IMAGE_TEMPLATE_ON_STALE ??= "fail"
 IMAGE_TEMPLATE_SOURCE ??= "deb [${@'signed-by=' + d.getVar('IMAGE_TEMPLATE_REPO') + '/archive-keyring.gpg' if d.getVar('IMAGE_TEMPLATE_SIGN_KEY') else 'trusted=yes'}] file://${IMAGE_TEMPLATE_REPO} ${IMAGE_TEMPLATE_CODENAME} main"
-# The staging root (apt state and the .debs apt fetched) persists in DL_DIR: a rebuild fetches
-# again only what the signed index names differently (stage keeps a .deb it checked against
-# the sha256 the index still gives). One image at a time uses it (the lock).
-IMAGE_TEMPLATE_STAGING = "${DL_DIR}/image-templates/staging/${DISTRO}-${DISTRO_ARCH}/${PN}"
+# The staging root (apt state and the .debs apt fetched) persists in TMPDIR, past a clean of
+# the image: a rebuild fetches again only what the signed index names differently (stage keeps
+# a .deb it checked against the sha256 the index still gives). It is this build directory's
+# (not DL_DIR's, which other build directories share): the template task of the image makes
+# its delta against the parent staged here, which no other build may replace meanwhile.
+IMAGE_TEMPLATE_STAGING = "${TMPDIR}/image-templates/staging/${DISTRO}-${DISTRO_ARCH}/${PN}"
 do_rootfs_install[lockfiles] += "${IMAGE_TEMPLATE_STAGING}.lock"
 # the last template each IMAGE_TEMPLATE_SOURCE + IMAGE_TEMPLATE resolved to (for BB_NO_NETWORK)
 IMAGE_TEMPLATE_RESOLVED_DIR ?= "${DL_DIR}/image-templates/resolved"
