@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -42,12 +43,14 @@ def unpack(source: Path, dest: Path, package: str = "", with_parents: Sequence[P
     remove_abandoned(dest.parent, f".{glob.escape(dest.name)}.tmpl2deb-*")
     staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmpl2deb-"))
     log.info("Unpacking %s (%s) into %s", chain[0].name, chain[0].source, dest)
+    start = time.monotonic()
     try:
         with claimed(staging):
             _extract(chain, staging)
         if dest.exists():
             dest.rmdir()  # empty, checked above; rename() cannot replace it on every fs
         staging.rename(dest)
+        log.info("Unpacked %s in %.1f s", chain[0].name, time.monotonic() - start)
     except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
         if disk_full(err):

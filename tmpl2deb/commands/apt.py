@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 from tmpl2deb.commands.common import (
@@ -56,11 +57,13 @@ class DeriveArgs(CheckArgs, DebOutputArgs):
 def run_stage(args: StageArgs) -> None:
     from tmpl2deb.stage import stage
 
+    start = time.monotonic()
     template = stage(
         args.apt_source, args.spec, args.staging, architecture=args.arch, expect=expect(args)
     )
     meta = template.metadata
-    log.info("Staged %s %s (%s) in %s", meta.package, meta.version, meta.architecture, args.staging)
+    log.info("Staged %s %s (%s) in %s (%.1f s)", meta.package, meta.version, meta.architecture,
+             args.staging, time.monotonic() - start)  # fmt: skip
     print(args.staging)
 
 
