@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tmpl2deb.errors import FormatError, UnsafeArchiveError
+from tmpl2deb.pump import pump
 from tmpl2deb.tarstream import (
     Action,
     Member,
@@ -21,7 +22,6 @@ from tmpl2deb.tarstream import (
     checksum,
     normalize,
     parse_number,
-    pump,
     with_size,
     writer,
 )

@@ -22,8 +22,9 @@ from tmpl2deb.excludes import DpkgLists, ExcludeRules, OwnedPaths, Selection, re
 from tmpl2deb.lock import claimed
 from tmpl2deb.metadata import DELTA, FULL
 from tmpl2deb.progress import Progress
+from tmpl2deb.pump import pump
 from tmpl2deb.run import Process, pipeline_failed, spawn
-from tmpl2deb.tarstream import Action, Member, TarFilter, pump, writer
+from tmpl2deb.tarstream import Action, Member, TarFilter, writer
 from tmpl2deb.template import Template
 from tmpl2deb.unpack import check_digest, rootfs_stream
 

@@ -22,8 +22,9 @@ from tmpl2deb import rootfs, tardelta
 from tmpl2deb.errors import FormatError, IntegrityError, PrivilegeError, disk_full
 from tmpl2deb.lock import claimed, remove_abandoned
 from tmpl2deb.progress import Progress
+from tmpl2deb.pump import pump
 from tmpl2deb.run import Process, Stage, grow_pipe, pipeline_failed, spawn
-from tmpl2deb.tarstream import SafetyCheck, TarFilter, pump, writer
+from tmpl2deb.tarstream import SafetyCheck, TarFilter, writer
 from tmpl2deb.template import Template, open_template, resolve_chain
 
 __all__ = ["Template", "check_dest", "check_digest", "open_template", "rootfs_stream", "unpack"]
