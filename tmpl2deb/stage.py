@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -135,9 +136,14 @@ def _deb822_lines(text: str) -> list[str]:
     return lines
 
 
-_SPEC_RE = re.compile(
-    r"(?P<package>[^\s=(]+)\s*(?:=\s*(?P<version>\S+)|\(\s*(?P<op><<|<=|=|>=|>>)\s*(?P<bound>[^\s)]+)\s*\))?"
-)
+# Debian's relation operators, on the result of a version comparison
+_OPERATORS: dict[str, Callable[[int], bool]] = {
+    "<<": lambda c: c < 0,
+    "<=": lambda c: c <= 0,
+    "=": lambda c: c == 0,
+    ">=": lambda c: c >= 0,
+    ">>": lambda c: c > 0,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,18 +157,41 @@ class Spec:
 
     @classmethod
     def parse(cls, spec: str) -> Spec:
-        match = _SPEC_RE.fullmatch(spec.strip())
-        if not match:
-            raise FormatError(
-                f"bad template {spec!r}: expected PACKAGE, PACKAGE=VERSION or PACKAGE (>= VERSION)"
-            )
-        check_package(match["package"])
-        for version in (match["version"], match["bound"]):
-            if version:
-                check_version(version)
-        return cls(
-            match["package"], match["version"] or "", match["op"] or "", match["bound"] or ""
+        """PACKAGE=VERSION (as apt-get takes it), or one relation as in a Depends field,
+        parsed by python-debian: PACKAGE or PACKAGE (OP VERSION)."""
+        from debian.deb822 import PkgRelation
+
+        text = spec.strip()
+        bad = FormatError(
+            f"bad template {spec!r}: expected PACKAGE, PACKAGE=VERSION or PACKAGE (>= VERSION)"
         )
+        name, equals, version = text.partition("=")
+        if equals and "(" not in name:
+            check_package(name.strip())
+            check_version(version.strip())
+            return cls(name.strip(), version.strip())
+        package = text.partition("(")[0].strip()
+        check_package(package)
+        # what python-debian cannot parse it returns raw, with a warning of its own
+        quiet = logging.getLogger("debian.deb822")
+        was, quiet.disabled = quiet.disabled, True
+        try:
+            relations = PkgRelation.parse_relations(text)
+        finally:
+            quiet.disabled = was
+        if len(relations) != 1 or len(relations[0]) != 1:
+            raise bad
+        relation = relations[0][0]
+        if relation["name"] != package or relation["arch"] or relation["archqual"]:
+            raise bad
+        if relation["restrictions"]:
+            raise bad
+        op, bound = relation["version"] or ("", "")
+        if op and op not in _OPERATORS:
+            raise bad
+        if bound:
+            check_version(bound)
+        return cls(relation["name"], op=op, bound=bound)
 
     def satisfied_by(self, version: str) -> bool:
         from debian.debian_support import version_compare
@@ -171,9 +200,7 @@ class Spec:
             return version_compare(version, self.version) == 0
         if not self.op:
             return True
-        result = version_compare(version, self.bound)
-        return {"<<": result < 0, "<=": result <= 0, "=": result == 0, ">=": result >= 0,
-                ">>": result > 0}[self.op]  # fmt: skip
+        return _OPERATORS[self.op](version_compare(version, self.bound))
 
     def __str__(self) -> str:
         if self.version:
