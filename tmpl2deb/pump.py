@@ -21,12 +21,12 @@ def pump(
     data the filter passes unseen moves from fd_in to it in the kernel (splice(2): one of
     them a pipe), not through Python: the headers are read and checked here, and the data of
     a member goes on only after its header did."""
-    buf = bytearray(_READ)
+    buf = bytearray(READ_SIZE)
     view = memoryview(buf)
     done = 0
     while True:
-        if splice_to is not None and (left := tar_filter.passthrough()) >= _SPLICE_MIN:
-            moved = _splice(fd_in, splice_to, left)
+        if splice_to is not None and (left := tar_filter.passthrough()) >= SPLICE_MIN:
+            moved = splice_all(fd_in, splice_to, left)
             if moved is None:
                 splice_to = None  # neither side a pipe: read and write
                 continue
@@ -49,11 +49,11 @@ def pump(
     tar_filter.finish()
 
 
-_READ = 1 << 17  # what is read (headers, small files); the rest of a member is spliced
-_SPLICE_MIN = 1 << 14
+READ_SIZE = 1 << 17  # what is read (headers, small files); the rest of a member is spliced
+SPLICE_MIN = 1 << 14
 
 
-def _splice(fd_in: int, fd_out: int, count: int) -> int | None:
+def splice_all(fd_in: int, fd_out: int, count: int) -> int | None:
     """Move count bytes from fd_in to fd_out; the bytes moved (fewer at the end of the
     input), or None when the kernel cannot splice between these two."""
     moved = 0

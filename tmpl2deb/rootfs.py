@@ -12,9 +12,7 @@ from typing import BinaryIO
 
 from tmpl2deb.errors import FormatError, PrivilegeError
 from tmpl2deb.excludes import DIRECTORY, Selection
-from tmpl2deb.tarstream import BLOCK, Action
-
-REGULAR = ord("0")  # the member type walk() gives a regular file
+from tmpl2deb.tarstream import BLOCK, REGULAR, Action
 
 # Flags GNU tar needs to keep everything a root filesystem holds, identical on both sides.
 TAR_ATTR_FLAGS: tuple[str, ...] = (
@@ -107,7 +105,7 @@ def walk(root: Path, selection: Selection, out: BinaryIO) -> tuple[int, int]:
         out.write(b"./" + child + b"\0")
         count += 1
         size += BLOCK
-        if kind == REGULAR:
+        if kind in REGULAR:
             with contextlib.suppress(OSError):  # gone meanwhile: tar says so
                 size += -(-os.lstat(root_bytes + b"/" + child).st_size // BLOCK) * BLOCK
         elif kind == DIRECTORY and os.lstat(root_bytes + b"/" + child).st_dev == device:
@@ -134,7 +132,7 @@ def _kind(entry: os.DirEntry[bytes]) -> int:
         return DIRECTORY
     if entry.is_symlink():
         return ord("2")
-    return REGULAR if entry.is_file(follow_symlinks=False) else ord("3")
+    return ord("0") if entry.is_file(follow_symlinks=False) else ord("3")
 
 
 def _read_error(path: Path, err: OSError) -> Exception:

@@ -350,11 +350,11 @@ def chain(root: Path, wanted: Resolved) -> list[Resolved]:
     return found
 
 
-def download_argv(templates: list[Resolved]) -> list[str]:
+def download_argv(templates: list[Resolved], quiet: bool = True) -> list[str]:
     """apt-get fetches exactly these versions (checked against the signed index) into the
     current directory; nothing is installed, no dpkg runs."""
     specs = [f"{r.metadata.package}={r.metadata.version}" for r in templates]
-    return ["apt-get", "download", "-q", *specs]
+    return ["apt-get", "download", *(["-q"] if quiet else []), *specs]
 
 
 def apt_file_name(resolved: Resolved) -> str:
@@ -381,8 +381,7 @@ def _fetch(staging: Path, needed: list[Resolved]) -> None:
         log.info("Downloading %s into %s", _names(fetch), staging)
         # apt's own progress (a live line on a terminal) unless --quiet
         show = show_progress()
-        argv = [a for a in download_argv(fetch) if a != "-q" or not show]
-        apt(staging, *argv, cwd=archives, show=show)
+        apt(staging, *download_argv(fetch, quiet=not show), cwd=archives, show=show)
     record_verified(staging, {name: r.sha256 for name, r in wanted.items()})
 
 

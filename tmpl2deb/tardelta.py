@@ -18,7 +18,6 @@ delta costs what reading both tars costs, whatever their size.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import stat
@@ -27,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from tmpl2deb.errors import FormatError
+from tmpl2deb.pump import READ_SIZE, SPLICE_MIN, splice_all
 from tmpl2deb.tarstream import BLOCK, member_name, normalize, parse_number, parse_pax, writer
 
 __all__ = ["MAGIC", "Truncated", "apply_delta", "write_delta"]
@@ -36,8 +36,6 @@ RECORD = struct.Struct("<cQ")
 COPY, SKIP, INSERT, END = b"C", b"S", b"I", b"E"
 _EXTENSIONS = frozenset(b"xgLK")
 _ZERO = bytes(BLOCK)
-_READ = 1 << 17  # headers and small members are read; the data of larger ones is spliced
-_SPLICE_MIN = 1 << 14
 
 
 class Truncated(FormatError):
@@ -54,7 +52,7 @@ class Reader:
     def __init__(self, fd: int, side: str, digest: bool = False) -> None:
         self._fd = fd
         self.side = side
-        self._buf = bytearray(_READ)
+        self._buf = bytearray(READ_SIZE)
         self._view = memoryview(self._buf)
         self._start = self._end = 0
         self.offset = 0
@@ -129,7 +127,7 @@ class Reader:
         rest with splice(2), in the kernel, when this reader's fd or out is a pipe and
         nothing hashes the bytes (else through the buffer)."""
         buffered = min(n, self._end - self._start)
-        if self.sha256 is not None or self._splice is False or n - buffered < _SPLICE_MIN:
+        if self.sha256 is not None or self._splice is False or n - buffered < SPLICE_MIN:
             write = writer(out)
             flush()
             for view in self.chunks(n):
@@ -138,21 +136,16 @@ class Reader:
         flush()
         writer(out)(self._take(buffered))
         left = n - buffered
-        while left:
-            try:
-                moved = os.splice(self._fd, out, left)
-            except OSError as err:
-                if err.errno != errno.EINVAL or self._splice:
-                    raise
-                self._splice = False  # neither side a pipe
-                for view in self.chunks(left):
-                    writer(out)(view)
-                return
-            if not moved:
-                raise Truncated(self.side, f"the {self.side} tar stream ends early")
-            self._splice = True
-            self.offset += moved
-            left -= moved
+        moved = splice_all(self._fd, out, left)
+        if moved is None:  # neither side a pipe
+            self._splice = False
+            for view in self.chunks(left):
+                writer(out)(view)
+            return
+        self._splice = True
+        self.offset += moved
+        if moved < left:
+            raise Truncated(self.side, f"the {self.side} tar stream ends early")
 
     def rest(self) -> Iterator[memoryview]:
         """Everything up to the end of the stream."""
@@ -333,7 +326,7 @@ def _pass_member(reader: Reader, missing: str, output: _Gather | None) -> None:
         reader.skip(member.size)
         return
     output.write(member.header)
-    if member.size < _SPLICE_MIN:
+    if member.size < SPLICE_MIN:
         for view in reader.chunks(member.size):
             output.write(view)
         return
