@@ -42,17 +42,9 @@ IMAGE_TEMPLATE_RECIPE ??= ""
 IMAGE_TEMPLATE_REMOVE ??= ""
 IMAGE_TEMPLATE_ON_STALE ??= "fail"
 IMAGE_TEMPLATE_SOURCE ??= "deb [${@'signed-by=' + d.getVar('IMAGE_TEMPLATE_REPO') + '/archive-keyring.gpg' if d.getVar('IMAGE_TEMPLATE_SIGN_KEY') else 'trusted=yes'}] file://${IMAGE_TEMPLATE_REPO} ${IMAGE_TEMPLATE_CODENAME} main"
-# The staging root (apt state and the .debs apt fetched) persists in TMPDIR, past a clean of
-# the image: a rebuild fetches again only what the signed index names differently (stage keeps
-# a .deb it checked against the sha256 the index still gives). It is this build directory's
-# (not DL_DIR's, which other build directories share): the template task of the image makes
-# its delta against the parent staged here, which no other build may replace meanwhile.
-IMAGE_TEMPLATE_STAGING = "${TMPDIR}/image-templates/staging/${DISTRO}-${DISTRO_ARCH}/${PN}"
 do_rootfs_install[lockfiles] += "${IMAGE_TEMPLATE_STAGING}.lock"
 # the last template each IMAGE_TEMPLATE_SOURCE + IMAGE_TEMPLATE resolved to (for BB_NO_NETWORK)
 IMAGE_TEMPLATE_RESOLVED_DIR ?= "${DL_DIR}/image-templates/resolved"
-# where the image records the template it was built from (deb822 fields)
-IMAGE_TEMPLATE_RECORD = "/usr/share/tmpl2deb/built-from"
 
 python __anonymous() {
     spec = (d.getVar("IMAGE_TEMPLATE") or "").strip()
@@ -77,7 +69,23 @@ python __anonymous() {
         d.setVar("IMAGE_TEMPLATE_RESOLVED", image_template_resolve(d))
     d.setVar("ROOTFS_INSTALL_COMMAND", " ".join(
         image_template_install_commands((d.getVar("ROOTFS_INSTALL_COMMAND") or "").split())))
+    image_template_take_rootfs_prepare(d)
 }
+
+# do_rootfs_install runs rootfs_prepare by name, first. It becomes image_template_prepare; Isar's
+# own, whatever it is in the Isar version at hand, stays callable as
+# image_template_isar_rootfs_prepare (for IMAGE_TEMPLATE_ON_STALE = "full"). Done once the
+# recipe is parsed: whether the recipe inherits image before or after this class does not matter.
+def image_template_take_rootfs_prepare(d):
+    isar = "image_template_isar_rootfs_prepare"
+    if d.getVarFlag("rootfs_prepare", "python") or d.getVar(isar, False) is not None:
+        bb.fatal("image-template-consume: rootfs_prepare is not Isar's (shell) function")
+    for name, source in ((isar, "rootfs_prepare"), ("rootfs_prepare", "image_template_prepare")):
+        flags = d.getVarFlags(source) or {}
+        d.setVar(name, d.getVar(source, False))
+        for flag in set(d.getVarFlags(name) or {}) - set(flags):
+            d.delVarFlag(name, flag)
+        d.setVarFlags(name, flags)
 
 # Isar's package installation runs apt-get four times (download from the mirror, download from
 # isar-apt, install, and here the purge), each ~1.2-2 s of apt loading and resolving the whole
@@ -102,7 +110,7 @@ def image_template_install_commands(cmds):
     return out + ["image_template_report_newer"]
 
 # rootfs_prepare is called from a list in do_rootfs_install: name it, and what it reads.
-do_rootfs_install[vardeps] += "rootfs_prepare image_template_stage image_template_bootstrap \
+do_rootfs_install[vardeps] += "rootfs_prepare image_template_stage image_template_isar_rootfs_prepare \
     IMAGE_TEMPLATE IMAGE_TEMPLATE_SOURCE IMAGE_TEMPLATE_REMOVE IMAGE_TEMPLATE_ON_STALE \
     IMAGE_TEMPLATE_RESOLVED"
 IMAGE_TEMPLATE_RESOLVED ??= ""
@@ -152,7 +160,7 @@ def image_template_resolve(d):
 image_template_resolve[vardepsexclude] = "BB_NO_NETWORK"
 do_rootfs_install[network] = "${TASK_USE_SUDO}"
 
-python rootfs_prepare() {
+python image_template_prepare() {
     import json, os
     recipe = d.getVar("IMAGE_TEMPLATE_RECIPE")
     resolved = (d.getVar("IMAGE_TEMPLATE_RESOLVED") or "").split()
@@ -168,7 +176,6 @@ python rootfs_prepare() {
         bb.fatal("no task hash of %s:do_rootfs_install" % recipe)
     policy = d.getVar("IMAGE_TEMPLATE_ON_STALE")
     bb.build.exec_func("image_template_stage", d)
-    staging = d.getVar("IMAGE_TEMPLATE_STAGING")
     # a delta template comes with its parents: the one named in IMAGE_TEMPLATE is the image's
     meta = json.loads(image_template_info(d, "--json"))
     if expected and meta["signature"] != expected:
@@ -186,7 +193,7 @@ python rootfs_prepare() {
                     "(IMAGE_TEMPLATE_ON_STALE = \"full\")")
             names = [line.split()[0] for line in image_template_info(d, "--packages").splitlines()]
             d.appendVar("ROOTFS_PACKAGES", " " + " ".join(names))
-            bb.build.exec_func("image_template_bootstrap", d)
+            bb.build.exec_func("image_template_isar_rootfs_prepare", d)
             return
     if resolved and meta["rootfs_sha256"] != resolved[3]:
         bb.fatal("%s %s in %s is not the template this build resolved when it parsed (rootfs "
@@ -204,15 +211,9 @@ python rootfs_prepare() {
         if resolved:
             f.write("Template-Deb-Sha256: %s\n" % resolved[2])
         f.write("Template-Source: %s\n" % d.getVar("IMAGE_TEMPLATE_SOURCE"))
-    with open(d.expand("${WORKDIR}/image-template-parent"), "w") as f:
-        f.write("--parent=%s=%s --parent-sha256=%s\n"
-                % (meta["package"], meta["version"], meta["rootfs_sha256"]))
-    # for image-template-produce with IMAGE_TEMPLATE_DELTA: the parent to make a delta of
-    with open(d.expand("${WORKDIR}/image-template-delta"), "w") as f:
-        f.write("--delta-from=%s --delta-package=%s\n" % (staging, meta["package"]))
     bb.build.exec_func("image_template_unpack", d)
 }
-rootfs_prepare[vardepsexclude] += "BB_TASKDEPDATA IMAGE_TEMPLATE_RESOLVED_OFFLINE"
+image_template_prepare[vardepsexclude] += "BB_TASKDEPDATA IMAGE_TEMPLATE_RESOLVED_OFFLINE"
 
 # tmpl2deb info OPTION of the template staged (the .deb apt downloaded): its output
 def image_template_info(d, option):
@@ -261,10 +262,9 @@ def image_template_changes(d, old, new):
 image_template_changes[vardepsexclude] = "STAMPS_DIR"
 
 image_template_stage() {
-    sudo rm -rf "${WORKDIR}/image-template-parent" "${WORKDIR}/image-template-delta" \
-        "${WORKDIR}/image-template-record"
+    sudo rm -f "${WORKDIR}/image-template-record"
     mkdir -p "$(dirname "${IMAGE_TEMPLATE_STAGING}")"
-    sudo ${TMPL2DEB} stage --source "${IMAGE_TEMPLATE_SOURCE}" --arch "${DISTRO_ARCH}" \
+    ${IMAGE_TEMPLATE_SUDO} ${TMPL2DEB} stage --source "${IMAGE_TEMPLATE_SOURCE}" --arch "${DISTRO_ARCH}" \
         --distro "${BASE_DISTRO}" --suite "${BASE_DISTRO_CODENAME}" \
         "${IMAGE_TEMPLATE_STAGE_SPEC}" "${IMAGE_TEMPLATE_STAGING}"
 }
@@ -294,12 +294,6 @@ image_template_unpack() {
     # what the image was built from, for the device to tell
     sudo install -D -m 0644 "${WORKDIR}/image-template-record" \
         "${ROOTFSDIR}${IMAGE_TEMPLATE_RECORD}"
-}
-
-# Isar's own rootfs_prepare, for IMAGE_TEMPLATE_ON_STALE = "full"
-image_template_bootstrap() {
-    sudo tar -xf "${BOOTSTRAP_SRC}" -C "${ROOTFSDIR}" --exclude="./dev/console"
-    sudo "${ROOTFSDIR}/chroot-setup.sh" "setup" "${ROOTFSDIR}"
 }
 
 # The package lists are the bootstrap's (restored in rootfs_prepare), as in a plain build of

@@ -34,6 +34,8 @@ IMAGE_TEMPLATE_DELTA ?= "0"
 IMAGE_TEMPLATE_ISAR_EXCLUDES = "/etc/apt/preferences.d/* /etc/apt/apt.conf.d/50isar \
     /etc/apt/auth.conf.d/* /isar-apt /isar-work /base-apt /etc/ssh/ssh_host_*"
 IMAGE_TEMPLATE_OUT = "${WORKDIR}/image-template"
+# publish: reprepro, and gpg to sign
+IMAGE_TEMPLATE_HOST_TOOLS:append = " reprepro ${@'gpg' if d.getVar('IMAGE_TEMPLATE_SIGN_KEY') else ''}"
 
 python do_image_template_pack() {
     signature = image_template_rootfs_hash(d, d.getVar("PN"))
@@ -45,10 +47,32 @@ python do_image_template_pack() {
     with open(d.expand("${WORKDIR}/image-template-locales"), "w") as f:
         f.write(image_template_locale_record(d))
     bb.build.exec_func("image_template_localepurge_keep", d)
+    d.setVar("IMAGE_TEMPLATE_PARENT_ARGS", " ".join(image_template_parent_args(d)))
     bb.build.exec_func("image_template_pack", d)
 }
+
+# The parent of a template made from an image that was itself built from a template: the one
+# the image records (IMAGE_TEMPLATE_RECORD, written by image-template-consume; in the rootfs,
+# so also when do_rootfs_install came from sstate). With IMAGE_TEMPLATE_DELTA, the delta is
+# made against that parent as staged for the image (IMAGE_TEMPLATE_STAGING).
+def image_template_parent_args(d):
+    import os
+    from debian.deb822 import Deb822
+    path = d.getVar("IMAGE_ROOTFS") + d.getVar("IMAGE_TEMPLATE_RECORD")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        record = Deb822(f)
+    package = record["Template-Package"]
+    args = ["--parent=%s=%s" % (package, record["Template-Version"]),
+            "--parent-sha256=%s" % record["Template-Rootfs-Sha256"]]
+    if d.getVar("IMAGE_TEMPLATE_DELTA") == "1":
+        args += ["--delta-from=%s" % d.getVar("IMAGE_TEMPLATE_STAGING"),
+                 "--delta-package=%s" % package]
+    return args
 do_image_template_pack[vardeps] += "image_template_pack image_template_initrd_prepare \
-    image_template_localepurge_keep"
+    image_template_localepurge_keep image_template_parent_args IMAGE_TEMPLATE_DELTA"
+IMAGE_TEMPLATE_PARENT_ARGS = ""
 
 # localepurge's script, so that an image made from the template with the same locales need not
 # download the package: from the one Isar's locale step downloaded into this rootfs; a rootfs
@@ -85,19 +109,12 @@ image_template_pack() {
     for feature in ${IMAGE_TEMPLATE_FEATURES}; do
         features="$features --feature=$feature"
     done
-    parent=""
-    if [ -s "${WORKDIR}/image-template-parent" ]; then
-        parent="$(cat "${WORKDIR}/image-template-parent")"
-        if [ "${IMAGE_TEMPLATE_DELTA}" = "1" ]; then
-            parent="$parent $(cat "${WORKDIR}/image-template-delta")"
-        fi
-    fi
     sudo install -D -m 0644 "${WORKDIR}/image-template-locales" \
         "${IMAGE_ROOTFS}/var/lib/tmpl2deb/locales"
     deb=$(sudo SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH}" ${TMPL2DEB} pack "${IMAGE_ROOTFS}" \
         --name "${IMAGE_TEMPLATE_NAME}" --version "${IMAGE_TEMPLATE_VERSION}" \
         --arch "${DISTRO_ARCH}" --signature "${IMAGE_TEMPLATE_SIGNATURE}" \
-        $features $excludes $parent --output "${IMAGE_TEMPLATE_OUT}")
+        $features $excludes ${IMAGE_TEMPLATE_PARENT_ARGS} --output "${IMAGE_TEMPLATE_OUT}")
     sudo chown "$(id -u):$(id -g)" "$deb"
     sign=""
     if [ -n "${IMAGE_TEMPLATE_SIGN_KEY}" ]; then
