@@ -14,8 +14,39 @@ TMPL2DEB ?= "env PYTHONPATH=${LAYERDIR_tmpl2deb} /usr/bin/python3 -m tmpl2deb"
 # every layer on sys.path, and registers its own handlers the same way)
 python () {
     bb.utils._context["tmpl2deb_progress"] = __import__("tmpl2deb_progress")
+    image_template_check_host(d)
 }
+
+# What the classes run on the build host, checked when bitbake parses the recipe: one error
+# naming the Debian packages to install, instead of a traceback in the middle of a task.
+# tmpl2deb.requirements imports only the standard library; it also checks tmpl2deb's Python
+# modules. Asked once per bitbake parser process.
+IMAGE_TEMPLATE_HOST_TOOLS = "sudo tar zstd dpkg-deb apt-get gpgv"
+IMAGE_TEMPLATE_REQUIREMENTS ?= "env PYTHONPATH=${LAYERDIR_tmpl2deb} /usr/bin/python3 -m tmpl2deb.requirements"
+def image_template_check_host(d):
+    import subprocess
+    argv = (d.getVar("IMAGE_TEMPLATE_REQUIREMENTS").split()
+            + sorted(set(d.getVar("IMAGE_TEMPLATE_HOST_TOOLS").split())))
+    checked = bb.utils._context.setdefault("tmpl2deb_host_checked", {})
+    key = " ".join(argv)
+    if key not in checked:
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True)
+        except OSError as err:
+            checked[key] = "python3 (%s)" % err
+        else:
+            checked[key] = (result.stdout.strip() if result.returncode == 1
+                            else "" if result.returncode == 0
+                            else "(%s failed: %s)" % (key, result.stderr.strip()))
+    if checked[key]:
+        bb.fatal("%s: the build host lacks what the tmpl2deb classes run; install: apt-get "
+                 "install %s" % (d.getVar("PN"), checked[key]))
+image_template_check_host[vardepsexclude] = "IMAGE_TEMPLATE_REQUIREMENTS IMAGE_TEMPLATE_HOST_TOOLS"
 TMPL2DEB[vardepvalue] = "tmpl2deb"
+# sudo for the steps that reach the network (stage): Isar exports the build's proxy settings
+# (isar_export_proxies), which plain sudo would drop before apt sees them.
+IMAGE_TEMPLATE_SUDO = "sudo --preserve-env=http_proxy,https_proxy,ftp_proxy,no_proxy,HTTP_PROXY,HTTPS_PROXY,FTP_PROXY,NO_PROXY"
+IMAGE_TEMPLATE_SUDO[vardepvalue] = "sudo"
 
 # The template repository of this build (base-apt layout, every release kept), one per DISTRO.
 IMAGE_TEMPLATE_REPO ?= "${DEPLOY_DIR}/image-templates/${DISTRO}"
@@ -23,6 +54,17 @@ IMAGE_TEMPLATE_CODENAME ?= "${BASE_DISTRO_CODENAME}"
 # gpg key id to sign the repository with (GNUPGHOME of the build user); empty: unsigned.
 IMAGE_TEMPLATE_SIGN_KEY ?= ""
 IMAGE_TEMPLATE_REPO_LOCK = "${DEPLOY_DIR}/image-templates/${DISTRO}.lock"
+
+# The staging root (apt state and the .debs apt fetched) persists in TMPDIR, past a clean of
+# the image: a rebuild fetches again only what the signed index names differently (stage keeps
+# a .deb it checked against the sha256 the index still gives). It is this build directory's
+# (not DL_DIR's, which other build directories share): the template task of the image makes
+# its delta against the parent staged here, which no other build may replace meanwhile.
+IMAGE_TEMPLATE_STAGING = "${TMPDIR}/image-templates/staging/${DISTRO}-${DISTRO_ARCH}/${PN}"
+# An image made from a template records it in IMAGE_TEMPLATE_RECORD (deb822 fields:
+# Template-Package, Template-Version, Template-Rootfs-Sha256, ...): the device can tell, and a
+# template made from the image (image-template-produce) names it as its parent from there.
+IMAGE_TEMPLATE_RECORD = "/usr/share/tmpl2deb/built-from"
 
 def image_template_rootfs_hash(d, pn):
     """The task hash of PN's do_rootfs_install as the running task sees it (empty while

@@ -222,6 +222,31 @@ def http_server(directory: Path) -> Iterator[str]:
             process.stdout.close()
 
 
+@contextlib.contextmanager
+def http_proxy(host: str, directory: Path) -> Iterator[tuple[str, list[str]]]:
+    """A forwarding HTTP proxy on loopback (tests/proxy.py) that serves http://HOST/ from
+    DIRECTORY: its URL, and a list that gets the requests it saw (one line each) on exit."""
+    process = subprocess.Popen(
+        [sys.executable, "-u", str(Path(__file__).parent / "proxy.py"), host, str(directory)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+    )
+    seen: list[str] = []
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("port "), f"tests/proxy.py did not start: {line!r}"
+        yield f"http://127.0.0.1:{line.split()[1]}", seen
+    finally:
+        process.kill()
+        process.wait()
+        if process.stdout is not None:
+            seen.extend(process.stdout.read().splitlines())
+            process.stdout.close()
+
+
 HOST_STATE = (
     Path("/var/lib/dpkg/status"),
     Path("/var/log/dpkg.log"),

@@ -23,8 +23,9 @@ ISAR = os.environ.get("TMPL2DEB_ISAR_DIR", "")
 MC = "mc:qemuamd64-bookworm"
 
 
-def bitbake_env(build: Path, *args: str) -> str:
-    """`bitbake ARGS` in BUILD (set up from the Isar checkout), as a non-root user."""
+def bitbake_env(build: Path, *args: str, ok: bool = True) -> str:
+    """`bitbake ARGS` in BUILD (set up from the Isar checkout), as a non-root user: its output
+    (with ok=False, stdout and stderr of a bitbake that must fail)."""
     user = []
     if os.geteuid() == 0:
         name = "isarbuild" if _has_user("isarbuild") else "nobody"
@@ -33,6 +34,9 @@ def bitbake_env(build: Path, *args: str) -> str:
     script = f". ./isar-init-build-env {build} >/dev/null && bitbake {' '.join(args)}"
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "en_US.UTF-8", "HOME": str(build)}
     result = sh(*user, "bash", "-c", f"cd {ISAR} && {script}", env=env, check=False)
+    if not ok:
+        assert result.returncode != 0, result.stdout[-3000:]
+        return f"{result.stdout}{result.stderr}"
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out: str = result.stdout
     return out
@@ -79,6 +83,9 @@ def _parse(top: Path) -> None:
     assert 'IMAGE_TEMPLATE_REMOVE="nano"' in env
     assert "middleware-template-image:do_image_template_pack" in env  # do_rootfs_install[depends]
     assert re.search(r"^python rootfs_prepare ?\(\) \{", env, re.MULTILINE)
+    # Isar's own rootfs_prepare, called for IMAGE_TEMPLATE_ON_STALE = "full", is Isar's text
+    isar = re.search(r"^image_template_isar_rootfs_prepare ?\(\) \{\n(.*?)^\}", env, re.M | re.S)
+    assert isar and "chroot-setup.sh" in isar.group(1), "Isar's rootfs_prepare is not kept"
     # one apt-get run downloads, installs and purges, before Isar's locale and initrd steps;
     # what it downloaded is exported to DL_DIR after it; the report of newer versions beside it
     commands = re.search(r'^ROOTFS_INSTALL_COMMAND="([^"]*)"', env, re.MULTILINE)
@@ -96,6 +103,14 @@ def _parse(top: Path) -> None:
     env = bitbake_env(build, "-e", f"{MC}:base-template-image")
     assert re.search(r"^python do_image_template_pack ?\(\) \{", env, re.MULTILINE)
     assert 'IMAGE_TEMPLATE_NAME="base"' in env
+    # a host without what the classes run: one error at parse time naming the package
+    local = build / "conf/local.conf"
+    saved = local.read_text()
+    local.write_text(saved + 'IMAGE_TEMPLATE_HOST_TOOLS:append = " tmpl2deb-no-such-tool"\n')
+    out = bitbake_env(build, "-e", f"{MC}:app-image", ok=False)
+    local.write_text(saved)
+    assert "the build host lacks what the tmpl2deb classes run" in out, out[-2000:]
+    assert "apt-get install tmpl2deb-no-such-tool" in out and "Traceback" not in out, out[-2000:]
 
 
 PROBE = """\

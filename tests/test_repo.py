@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli, http_server, needs_root, needs_tool, sh
+from tests.conftest import Cli, http_proxy, http_server, needs_root, needs_tool, sh
 from tmpl2deb import treeinfo
 from tmpl2deb.repostate import DISTRIBUTIONS
 from tmpl2deb.template import open_template
@@ -363,6 +363,36 @@ def test_stage_refuses_bad_repositories(
     for stored in index.parent.glob("by-hash/SHA256/*"):
         stored.write_bytes(packed if stored.read_bytes()[:2] == b"\x1f\x8b" else index.read_bytes())
     assert "Hash Sum mismatch" in stage(f"deb [signed-by={keyring}] file:{repo} bookworm main")
+
+
+def test_stage_goes_through_the_proxy_of_the_environment(
+    cli: Cli,
+    pack_small: Callable[..., Path],
+    gnupg: Callable[[], str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # templates.invalid does not resolve: only apt going through the proxy reaches it
+    key = gnupg()
+    repo = tmp_path / "repo"
+    assert cli("publish", "--repo", repo, "--sign-with", key, pack_small()) == 0, cli.err
+    keyring = repo / "archive-keyring.gpg"
+    source = f"deb [signed-by={keyring}] http://templates.invalid bookworm main"
+    staging = tmp_path / "staging"
+    with http_proxy("templates.invalid", repo) as (proxy, seen):
+        monkeypatch.setenv("HTTP_PROXY", proxy)  # the upper-case name, as some hosts set it
+        assert (
+            cli("stage", "--source", source, "--arch", "arm64", "tmpl-small", staging) == 0
+        ), cli.err
+        assert staged(staging) == ["tmpl-small_1.0_arm64.deb"]
+        # no_proxy reaches apt too: then the name must resolve, and it does not
+        monkeypatch.setenv("no_proxy", "templates.invalid")
+        assert cli("stage", "--source", source, "--arch", "arm64", "tmpl-small", staging) == 1
+        assert "templates.invalid" in cli.err
+    assert any(
+        line.startswith("GET http://templates.invalid/pool/main/t/tmpl-small/") for line in seen
+    ), seen
+    assert all(line.endswith((" 200", " 404")) for line in seen), seen
 
 
 def test_stage_refuses_tampered_deb_and_non_templates(

@@ -13,6 +13,7 @@ from tmpl2deb import __version__
 from tmpl2deb.commands import apt, initrd, inspect, pack, repo
 from tmpl2deb.commands.common import EXIT_CODES, Args, output_options, source_date_epoch
 from tmpl2deb.errors import Tmpl2debError, UsageError
+from tmpl2deb.requirements import MODULE_PACKAGES
 
 __all__ = ["build_parser", "main", "source_date_epoch"]
 
@@ -139,6 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 143 if terminated else 130
     except BrokenPipeError:
         return 1  # stdout closed by the reader (e.g. | head); nothing more to say
+    except ModuleNotFoundError as err:  # of a Debian package not installed: say which
+        package = MODULE_PACKAGES.get((err.name or "").partition(".")[0])
+        if package is None:
+            raise
+        log.error("Python module %s not found; install package %s", err.name, package)
+        return 1
     finally:
         handler.finish()
         signal.signal(signal.SIGTERM, previous)

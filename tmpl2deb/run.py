@@ -15,39 +15,29 @@ from pathlib import Path
 from typing import IO, Any, NoReturn, Protocol
 
 from tmpl2deb.errors import CommandError, Tmpl2debError
+from tmpl2deb.requirements import tool_package
 
 log = logging.getLogger(__name__)
-
-# The Debian package that provides each tool we call, for the "not found" hint.
-TOOL_PACKAGES = {
-    "tar": "tar",
-    "zstd": "zstd",
-    "gzip": "gzip",
-    "xz": "xz-utils",
-    "dpkg-deb": "dpkg",
-    "dpkg": "dpkg",
-    "apt-get": "apt",
-    "reprepro": "reprepro",
-    "gpg": "gpg",
-    "mmdebstrap": "mmdebstrap",
-}
 
 StrPath = str | os.PathLike[str]
 
 
 def _missing(name: str) -> str:
-    package = TOOL_PACKAGES.get(name, name)
-    return f"{name} not found; install package {package}"
+    return f"{name} not found; install package {tool_package(name)}"
 
 
 # Kept from the caller's environment: where gpg keys live, and how to reach the network.
-PASSTHROUGH = ("HOME", "GNUPGHOME", "TMPDIR", "http_proxy", "https_proxy", "no_proxy")
+_PROXIES = ("http_proxy", "https_proxy", "no_proxy")
+PASSTHROUGH = ("HOME", "GNUPGHOME", "TMPDIR", *_PROXIES)
 
 
 def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """A minimal, predictable environment for external tools."""
     env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LC_ALL": "C.UTF-8"}
     env.update((name, os.environ[name]) for name in PASSTHROUGH if name in os.environ)
+    for name in _PROXIES:  # apt reads only the lower-case names; curl and wget take both
+        if name not in env and name.upper() in os.environ:
+            env[name] = os.environ[name.upper()]
     if extra:
         env.update(extra)
     return env
