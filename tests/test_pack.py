@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli, needs_root, needs_tool, sh
+from tmpl2deb.pump import Reader
+from tmpl2deb.tarstream import next_header
 
 pytestmark = pytest.mark.integration
 
@@ -173,6 +175,34 @@ def test_pack_tarballs_of_every_writer(
     files = {"/" + os.fspath(p.relative_to(small_tree)) for p in small_tree.rglob("*")
              if p.is_file() and ".git" not in p.parts}  # fmt: skip
     assert files and files <= listed
+
+
+@pytest.mark.parametrize("writer", ["gnu", "posix", "bsdtar", "tarfile", "git"])
+def test_the_tar_reader_sees_what_tarfile_sees(
+    small_tree: Path, tmp_path: Path, writer: str
+) -> None:
+    """tarstream.next_header (the one reader of the filter, the delta and diff) against
+    Python's tarfile, on the tarball of every writer: the same members, kinds, sizes, links,
+    and the data where tarfile finds it."""
+    needs_tool({"bsdtar": "bsdtar", "git": "git"}.get(writer, "tar"))
+    tarball = tmp_path / "rootfs.tar"
+    _tarball_by(writer, small_tree, tarball)
+    seen = []
+    with tarball.open("rb") as f:
+        reader = Reader(f.fileno(), "test")
+        while (header := next_header(reader)) is not None:
+            m = header.member
+            data = b"".join(bytes(v) for v in reader.chunks(header.padded))[: m.size]
+            seen.append((m.name.decode(), chr(m.type), m.size, m.linkname.decode(), data))
+        assert reader.at_end() or set(b"".join(bytes(v) for v in reader.rest())) == {0}
+    expected = []
+    with tarfile.open(tarball) as tar:
+        for info in tar:
+            name = info.name.removeprefix("./").rstrip("/")
+            data = tar.extractfile(info).read() if info.isreg() else b""  # type: ignore[union-attr]
+            kind = "0" if info.type in (tarfile.AREGTYPE, tarfile.REGTYPE) else info.type.decode()
+            expected.append((name if name != "." else "", kind, info.size, info.linkname, data))
+    assert seen == expected and len(seen) > 5
 
 
 @pytest.mark.parametrize(

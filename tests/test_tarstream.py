@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import subprocess
 import tarfile
+import threading
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tmpl2deb.errors import FormatError, UnsafeArchiveError
-from tmpl2deb.pump import pump
+from tmpl2deb.pump import Output, Reader
 from tmpl2deb.tarstream import (
     Action,
+    Filtered,
     Member,
     SafetyCheck,
-    TarFilter,
     checksum,
+    filter_tar,
     normalize,
     parse_number,
     with_size,
-    writer,
 )
 
 
@@ -46,13 +49,37 @@ def make_tar(*members: tuple[str, str, bytes | str]) -> bytes:
     return buf.getvalue()
 
 
-def run_filter(data: bytes, chunk: int = 700, **kwargs: object) -> tuple[TarFilter, bytes]:
-    out = bytearray()
-    flt = TarFilter(out.extend, **kwargs)  # type: ignore[arg-type]
-    for i in range(0, len(data), chunk):
-        flt.feed(data[i : i + chunk])
-    flt.finish()
-    return flt, bytes(out)
+def run_filter(
+    data: bytes, chunk: int = 700, out: bytearray | None = None, **kwargs: Any
+) -> tuple[Filtered, bytes]:
+    """filter_tar over a pipe that gets DATA in writes of CHUNK bytes (reads then end at
+    those boundaries), into a file; the result and what was written (also into OUT, when
+    the filter raises)."""
+    read_fd, write_fd = os.pipe()
+    out_fd = os.memfd_create("filtered")
+
+    def feed() -> None:
+        with contextlib.suppress(BrokenPipeError), os.fdopen(write_fd, "wb", 0) as pipe:
+            for i in range(0, len(data), chunk):
+                pipe.write(data[i : i + chunk])
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        digest = kwargs.pop("digest", True)
+        output = Output(out_fd, digest=digest)
+        try:
+            result = filter_tar(Reader(read_fd, "test"), output, **kwargs)
+        finally:
+            output.flush()
+            written = os.pread(out_fd, 1 << 30, 0)
+            if out is not None:
+                out += written
+    finally:
+        os.close(read_fd)
+        feeder.join()
+        os.close(out_fd)
+    return result, written
 
 
 def names(data: bytes) -> list[str]:
@@ -83,7 +110,7 @@ def test_passthrough_is_byte_identical(chunk: int) -> None:
     data = make_tar(("./", "dir", ""), ("./a", "file", "x" * 1000), ("./" + "n" * 150, "file", "y"))
     flt, out = run_filter(data, chunk)
     assert out == data
-    assert flt.sha256.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert flt.sha256 == hashlib.sha256(data).hexdigest()
     assert flt.size == len(data)
     assert flt.members == 3
 
@@ -141,10 +168,8 @@ def test_safety_check_refuses(members: list[tuple[str, str, str]], message: str)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         offending = tar.getmembers()[-1].offset
     out = bytearray()
-    flt = TarFilter(out.extend, check=SafetyCheck())
     with pytest.raises(UnsafeArchiveError, match=message):
-        for i in range(0, len(data), 512):
-            flt.feed(data[i : i + 512])
+        run_filter(data, 512, out, check=SafetyCheck())
     # nothing of the refused member reached the consumer (tar), only what came before it
     assert len(out) <= offending
     assert bytes(out) == data[: len(out)]
@@ -185,11 +210,11 @@ def test_pax_global_header_passes_and_may_not_rename_every_member() -> None:
 
 
 @pytest.mark.parametrize("kinds", [("pipe", "pipe"), ("file", "pipe"), ("file", "file")])
-def test_pump_splices_member_data_and_still_checks_every_header(
+def test_filter_splices_member_data_and_still_checks_every_header(
     tmp_path: Path, kinds: tuple[str, str]
 ) -> None:
-    """pump(splice_to=): the data of large members moves in the kernel (or, when neither side
-    is a pipe, through the buffer); the stream out is the stream in, and a hostile member
+    """filter_tar: the data of large members moves in the kernel (or, when neither side is a
+    pipe, through the buffer); the stream out is the stream in, and a hostile member
     after spliced data is refused before any byte of it is written."""
     big = os.urandom(3 << 20)
     good = make_tar(("a", "file", big), ("b", "file", "x" * 40000), ("c", "sym", "a"))
@@ -213,12 +238,14 @@ def test_pump_splices_member_data_and_still_checks_every_header(
                 fd_out = sink.stdin.fileno()
             else:
                 fd_out = stack.enter_context(dst.open("wb")).fileno()
-            flt = TarFilter(writer(fd_out), check=SafetyCheck(), digest=False)
+            output = Output(fd_out)
+            flt: Filtered | None = None
             if refused:
                 with pytest.raises(UnsafeArchiveError, match="contains '..'"):
-                    pump(fd_in, flt, splice_to=fd_out)
+                    filter_tar(Reader(fd_in, "test"), output, check=SafetyCheck())
+                output.flush()
             else:
-                pump(fd_in, flt, splice_to=fd_out)
+                flt = filter_tar(Reader(fd_in, "test"), output, check=SafetyCheck())
             if sink is not None:
                 assert sink.stdin is not None
                 sink.stdin.close()
@@ -228,4 +255,5 @@ def test_pump_splices_member_data_and_still_checks_every_header(
             assert b"evil" not in out and out == data[: len(out)]
             assert len(out) >= len(big)  # the big member went through first
         else:
+            assert flt is not None
             assert out == data and flt.size == len(data) and flt.members == 3

@@ -4,28 +4,26 @@ without unpacking either rootfs."""
 from __future__ import annotations
 
 import hashlib
-import io
-import os
-import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
-from tmpl2deb.errors import FormatError
+from tmpl2deb.pump import Reader
 from tmpl2deb.rootfs import parse_manifest
+from tmpl2deb.tarstream import REGULAR, Header, next_header, parse_number
 from tmpl2deb.template import Template
 from tmpl2deb.unpack import check_digest, rootfs_stream
 
 _KINDS = {
-    tarfile.REGTYPE: "file",
-    tarfile.AREGTYPE: "file",
-    tarfile.CONTTYPE: "file",
-    tarfile.LNKTYPE: "hardlink",
-    tarfile.SYMTYPE: "symlink",
-    tarfile.CHRTYPE: "char device",
-    tarfile.BLKTYPE: "block device",
-    tarfile.DIRTYPE: "directory",
-    tarfile.FIFOTYPE: "fifo",
+    ord("0"): "file",
+    ord("7"): "file",
+    ord("1"): "hardlink",
+    ord("2"): "symlink",
+    ord("3"): "char device",
+    ord("4"): "block device",
+    ord("5"): "directory",
+    ord("6"): "fifo",
 }
+_DEVICES = frozenset(b"34")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,83 +95,61 @@ def diff(old: Sequence[Template], new: Sequence[Template], *, files: bool = True
 
 def listing(chain: Sequence[Template]) -> dict[str, Entry]:
     """Every path in the rootfs tar of chain[0], read as a stream and verified."""
-    with rootfs_stream(chain) as process:
-        reader = _HashingReader(process.stdout.fileno())
-        entries = _entries(reader, chain[0])
-        reader.drain()
-        process.wait()
-    check_digest(chain[0], reader.size, reader.sha256.hexdigest(), chain[1:])
-    return entries
-
-
-def _entries(reader: _HashingReader, template: Template) -> dict[str, Entry]:
     entries: dict[str, Entry] = {}
-    buffered = io.BufferedReader(reader, 1 << 20)
-    try:
-        with tarfile.open(
-            fileobj=buffered, mode="r|", encoding="utf-8", errors="surrogateescape"
-        ) as tar:
-            for info in tar:
-                entries[_path(info.name)] = _entry(tar, info)
-    except tarfile.TarError as err:
-        raise FormatError(f"{template.source}: unreadable rootfs tar ({err})") from err
-    buffered.detach()
+    with rootfs_stream(chain) as process:
+        reader = Reader(process.stdout.fileno(), "rootfs", digest=chain[0].metadata.format == 1)
+        while (header := next_header(reader)) is not None:
+            entries[_path(header.member.name)] = _entry(reader, header)
+        for _ in reader.rest():
+            pass
+        process.wait()
+    digest = reader.sha256.hexdigest() if reader.sha256 is not None else ""
+    check_digest(chain[0], reader.offset, digest, chain[1:])
     return entries
 
 
-def _path(name: str) -> str:
-    name = name.removeprefix("./").rstrip("/")
-    return "/" + name if name not in ("", ".") else "/"
+def _path(name: bytes) -> str:
+    return "/" + _text(name)
 
 
-def _entry(tar: tarfile.TarFile, info: tarfile.TarInfo) -> Entry:
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
+
+
+def _entry(reader: Reader, header: Header) -> Entry:
+    """The entry of a member whose headers were just read; its data is read too."""
+    member, block, pax = header.member, header.block, header.pax
     content = ""
-    if info.isreg():
+    if member.type in REGULAR:
         digest = hashlib.sha256()
-        member = tar.extractfile(info)
-        assert member is not None
-        while chunk := member.read(1 << 20):
-            digest.update(chunk)
+        left = member.size
+        for view in reader.chunks(header.padded):
+            digest.update(view[:left])
+            left -= min(left, len(view))
         content = digest.hexdigest()
+    else:
+        reader.skip(header.padded)
+
+    def number(key: bytes, field: slice) -> int:
+        return int(float(pax[key])) if key in pax else parse_number(block[field])
+
     extended = tuple(
         sorted(
-            (key, value)
-            for key, value in info.pax_headers.items()
-            if key.startswith(("SCHILY.", "RHT.")) and key != "SCHILY.fflags"
+            (_text(key), _text(value))
+            for key, value in pax.items()
+            if key.startswith((b"SCHILY.", b"RHT.")) and key != b"SCHILY.fflags"
         )
     )
+    linked = member.type in (ord("1"), ord("2"))
+    device = member.type in _DEVICES
     return Entry(
-        kind=_KINDS.get(info.type, repr(info.type)),
-        mode=info.mode,
-        owner=f"{info.uid}:{info.gid}",
-        size=info.size if info.isreg() else 0,
-        mtime=int(info.mtime),
-        link=info.linkname if info.issym() or info.islnk() else "",
-        device=f"{info.devmajor},{info.devminor}" if info.ischr() or info.isblk() else "",
+        kind=_KINDS.get(member.type, repr(chr(member.type))),
+        mode=parse_number(block[100:108]),
+        owner=f"{number(b'uid', slice(108, 116))}:{number(b'gid', slice(116, 124))}",
+        size=member.size if member.type in REGULAR else 0,
+        mtime=number(b"mtime", slice(136, 148)),
+        link=_text(member.linkname) if linked else "",
+        device=f"{parse_number(block[329:337])},{parse_number(block[337:345])}" if device else "",
         extended=extended,
         content=content,
     )
-
-
-class _HashingReader(io.RawIOBase):
-    """Reads a pipe, hashing and counting what passes (to verify the whole tar)."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        n = os.readv(self._fd, [buffer])
-        self.sha256.update(buffer[:n])
-        self.size += n
-        return n
-
-    def drain(self) -> None:
-        """Read what tarfile left after the end-of-archive marker."""
-        buf = bytearray(1 << 20)
-        while self.readinto(memoryview(buf)):
-            pass

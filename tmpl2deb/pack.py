@@ -41,7 +41,7 @@ from tmpl2deb.metadata import (
 )
 from tmpl2deb.payload import PayloadOptions, delta_payload, full_payload
 from tmpl2deb.run import host_architecture
-from tmpl2deb.tarstream import TarFilter
+from tmpl2deb.tarstream import Filtered
 from tmpl2deb.template import Template, open_template, resolve_chain
 
 log = logging.getLogger(__name__)
@@ -306,7 +306,7 @@ def _umask() -> int:
 
 
 def _finish_metadata(
-    draft: TemplateMetadata, stream: TarFilter, options: PackOptions
+    draft: TemplateMetadata, stream: Filtered, options: PackOptions
 ) -> tuple[TemplateMetadata, bytes]:
     """Fill the draft with what the stream revealed: digest, counts, distro, manifest."""
     status = stream.captured.get(rootfs.DPKG_STATUS, b"")
@@ -329,7 +329,7 @@ def _finish_metadata(
     return meta, manifest
 
 
-def _os_release(stream: TarFilter) -> dict[str, str]:
+def _os_release(stream: Filtered) -> dict[str, str]:
     for name in rootfs.OS_RELEASE:
         if name in stream.captured:
             return rootfs.parse_os_release(stream.captured[name].decode(errors="replace"))

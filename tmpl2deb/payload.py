@@ -22,9 +22,9 @@ from tmpl2deb.excludes import DpkgLists, ExcludeRules, OwnedPaths, Selection, re
 from tmpl2deb.lock import claimed
 from tmpl2deb.metadata import DELTA, FULL
 from tmpl2deb.progress import Progress
-from tmpl2deb.pump import pump
+from tmpl2deb.pump import Output, Reader
 from tmpl2deb.run import Process, pipeline_failed, spawn
-from tmpl2deb.tarstream import Action, Member, TarFilter, writer
+from tmpl2deb.tarstream import Action, Filtered, Member, filter_tar
 from tmpl2deb.template import Template
 from tmpl2deb.unpack import check_digest, rootfs_stream
 
@@ -52,7 +52,7 @@ def zstd_argv(level: int) -> list[str]:
 
 def full_payload(
     source: Path, options: PayloadOptions, write: Callable[[memoryview], None]
-) -> TarFilter:
+) -> Filtered:
     """Run source | filter | zstd, handing zstd's output to write(); return the filter."""
     zstd = zstd_argv(options.level)
     with ExitStack() as stack:
@@ -60,28 +60,25 @@ def full_payload(
         compressor = stack.enter_context(spawn(zstd, stdin=subprocess.PIPE))
         drain = _Drain(compressor, write)
         stack.callback(drain.stop)  # first, on the way out: before the .deb is closed
-        to_zstd = compressor.stdin.fileno()
-        tar_filter = TarFilter(
-            writer(to_zstd),
-            decide=decide,
-            capture=rootfs.CAPTURED,
-            digest=False,  # format 2: the payload is hashed, not the tar
-        )
+        progress = Progress("Packing", total)
+        reader = Reader(read_fd, "rootfs", progress=progress)
+        out = Output(compressor.stdin.fileno())  # format 2: the payload is hashed, not the tar
         try:
-            pump(read_fd, tar_filter, progress=Progress("Packing", total), splice_to=to_zstd)
+            stream = filter_tar(reader, out, decide=decide, capture=rootfs.CAPTURED)
         except (BrokenPipeError, FormatError) as err:
             with contextlib.suppress(OSError):
                 compressor.stdin.close()  # lets zstd, and so the drain thread, finish
             drain.join()
             with _privilege_hint():
                 pipeline_failed(err, upstream=producer, downstream=compressor)
+        progress.close()
         if producer is not None:
             with _privilege_hint():
                 producer.wait()
         compressor.stdin.close()
         drain.join()
         compressor.wait()
-    return tar_filter
+    return stream
 
 
 # a delta that is more than this share of the full payload does not pay off
@@ -93,7 +90,7 @@ def delta_payload(
     options: PayloadOptions,
     chain: list[Template],
     write: Callable[[memoryview], None],
-) -> tuple[TarFilter, str]:
+) -> tuple[Filtered, str]:
     """Write the zstd of a tar delta of the rootfs tar against the parent's (tardelta), or
     fall back to a full payload when the delta does not pay off; return the stream and the
     kind."""
@@ -111,7 +108,7 @@ def _delta_in(
     options: PayloadOptions,
     chain: list[Template],
     write: Callable[[memoryview], None],
-) -> tuple[TarFilter, str]:
+) -> tuple[Filtered, str]:
     parent = chain[0]
     child_tar = work / "rootfs.tar"
     stream = _filter_to_file(source, options, child_tar)
@@ -167,29 +164,28 @@ def _full_estimate(chain: list[Template], size: int) -> float:
     return size * base.payload.span.size / max(base.metadata.rootfs_size, 1)
 
 
-def _filter_to_file(source: Path, options: PayloadOptions, path: Path) -> TarFilter:
+def _filter_to_file(source: Path, options: PayloadOptions, path: Path) -> Filtered:
     """Write the filtered rootfs tar to PATH (the delta sends the members it inserts from it)."""
     with ExitStack() as stack:
         read_fd, producer, decide, total = _open_source(source, options, stack)
-        out = stack.enter_context(path.open("wb"))
-        to_file = writer(out.fileno())
-
-        def write(data: bytes | memoryview) -> None:
+        file = stack.enter_context(path.open("wb"))
+        progress = Progress("Packing", total)
+        reader = Reader(read_fd, "rootfs", progress=progress)
+        try:
             try:
-                to_file(data)
+                stream = filter_tar(
+                    reader, Output(file.fileno()), decide=decide, capture=rootfs.CAPTURED
+                )
             except OSError as err:
                 raise FormatError(f"cannot write {path}: {err.strerror}") from err
-
-        tar_filter = TarFilter(write, decide=decide, capture=rootfs.CAPTURED, digest=False)
-        try:
-            pump(read_fd, tar_filter, progress=Progress("Packing", total), splice_to=out.fileno())
         except FormatError as err:
             with _privilege_hint():
                 pipeline_failed(err, upstream=producer, downstream=None)
+        progress.close()
         if producer is not None:
             with _privilege_hint():
                 producer.wait()
-    return tar_filter
+    return stream
 
 
 def _compress_file(
@@ -289,9 +285,8 @@ def _owned_paths(source: Path, options: PayloadOptions) -> OwnedPaths:
         return read_owned(source)
     with ExitStack() as stack:
         read_fd, producer = _read_tarball(source, stack)
-        lists = TarFilter(lambda _data: None, capture=DpkgLists(), digest=False)
         try:
-            pump(read_fd, lists)
+            lists = filter_tar(Reader(read_fd, "rootfs"), Output(None), capture=DpkgLists())
         except FormatError as err:
             pipeline_failed(err, upstream=producer, downstream=None)
         if producer is not None:

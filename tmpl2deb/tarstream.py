@@ -1,14 +1,14 @@
-"""A streaming walk over tar headers: hash and count, drop or empty members, refuse unsafe ones."""
+"""The one tar reader: headers read and checked from a stream (next_header), for the filter
+(drop or empty members, refuse unsafe ones, capture small files), the delta and diff."""
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Callable, Container
 from enum import Enum
 from typing import NamedTuple
 
 from tmpl2deb.errors import FormatError, UnsafeArchiveError
+from tmpl2deb.pump import Output, Reader
 
 BLOCK = 512
 _EXTENSION_LIMIT = 1 << 20  # pax/GNU long-name headers are small; refuse absurd ones
@@ -22,6 +22,7 @@ _GLOBAL = ord("g")
 # what a pax global header (git archive, Python's tarfile) may not set for every member: the
 # checks below look at each member's own name, link and size
 _NOT_GLOBAL = (b"path", b"linkpath", b"size")
+_ZERO = bytes(BLOCK)
 
 
 class Action(Enum):
@@ -145,229 +146,148 @@ def _show(name: bytes) -> str:
     return repr(name.decode(errors="backslashreplace"))
 
 
-class TarFilter:
-    """Feed tar bytes in chunks; the (possibly filtered) stream goes to write().
+class Header(NamedTuple):
+    """One member's headers as read: what the checks and decisions see (member), the raw bytes
+    (pax global headers before it, its own extension headers, its ustar header), and where its
+    data is."""
 
-    decide(member) picks KEEP/DROP/EMPTY (default KEEP); check(member) may raise to refuse
-    a member before any of its bytes are written. The size, and with digest the sha256, cover
-    the output. Members whose names are in `capture` are also kept in memory (small files only).
-    """
-
-    def __init__(
-        self,
-        write: Callable[[bytes | memoryview], object],
-        *,
-        decide: Callable[[Member], Action] | None = None,
-        check: Callable[[Member], None] | None = None,
-        capture: Container[bytes] = frozenset(),
-        digest: bool = True,
-    ) -> None:
-        self._write = write
-        self._decide = decide
-        self._check = check
-        self._capture_names = capture
-        self.captured: dict[bytes, bytes] = {}
-        self.sha256 = hashlib.sha256()
-        self._digest = digest
-        self.size = 0
-        self.members = 0
-        self._chunk = memoryview(b"")
-        self._runs: list[tuple[int, int] | bytes] = []  # output of the current chunk
-        self._pending = bytearray()  # bytes of a header or extension not complete yet
-        self._ext = bytearray()  # extension headers waiting for their member
-        self._pax: dict[bytes, bytes] = {}
-        self._longname: bytes | None = None
-        self._longlink: bytes | None = None
-        self._need = BLOCK  # bytes wanted for the current header/extension block
-        self._ext_type = 0
-        self._ext_size = 0
-        self._data_left = 0  # padded bytes of member data still to pass or skip
-        self._data_pass = True
-        self._capture: bytearray | None = None
-        self._capture_name = b""
-        self._capture_left = 0
-        self._ended = False
+    member: Member
+    raw: bytes  # every header block read for it, data of the extension headers included
+    globals: int  # raw[:globals] are pax global headers: they belong to every later member
+    pax: dict[bytes, bytes]  # its own pax records
+    offset: int  # where its first header starts in the stream
+    padded: int  # its data with the padding to a whole block
 
     @property
-    def ended(self) -> bool:
-        """The end-of-archive marker has been seen (what follows is padding)."""
-        return self._ended
+    def block(self) -> bytes:
+        """The ustar header itself."""
+        return self.raw[-BLOCK:]
 
-    # -- output: runs of the input chunk, or replacement bytes, written once per chunk --
-    def _keep(self, start: int, end: int) -> None:
-        runs = self._runs
-        if runs and isinstance(runs[-1], tuple) and runs[-1][1] == start:
-            runs[-1] = (runs[-1][0], end)
-        else:
-            runs.append((start, end))
 
-    def _emit(self, data: bytes, start: int | None) -> None:
-        """Output data, which sits at chunk[start:] (in place) or nowhere (start is None)."""
-        if start is None:
-            if data:
-                self._runs.append(bytes(data))
-        else:
-            self._keep(start, start + len(data))
-
-    def _write_runs(self) -> None:
-        parts = [self._chunk[r[0] : r[1]] if isinstance(r, tuple) else r for r in self._runs]
-        self._runs = []
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        if data:
-            if self._digest:
-                self.sha256.update(data)
-            self.size += len(data)
-            self._write(data)
-
-    # -- input --------------------------------------------------------------------------
-    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
-        """Process the next chunk of the input stream."""
-        view = self._chunk = memoryview(chunk)
-        pos, end = 0, len(view)
-        while pos < end:
-            if self._ended:
-                self._keep(pos, end)
-                break
-            if self._data_left:
-                pos = self._pass_data(pos, end)
-                continue
-            need = self._need
-            if not self._pending and end - pos >= need:
-                self._block(bytes(view[pos : pos + need]), pos)
-                pos += need
-                continue
-            take = min(need - len(self._pending), end - pos)
-            self._pending += view[pos : pos + take]
-            pos += take
-            if len(self._pending) == need:
-                block = bytes(self._pending)
-                self._pending.clear()
-                self._block(block, None)
-        if self._runs:
-            self._write_runs()
-
-    def _pass_data(self, pos: int, end: int) -> int:
-        take = min(self._data_left, end - pos)
-        if self._data_pass:
-            self._keep(pos, pos + take)
-        if self._capture is not None:
-            keep = min(self._capture_left, take)
-            self._capture += self._chunk[pos : pos + keep]
-            self._capture_left -= keep
-        self._data_left -= take
-        if not self._data_left and self._capture is not None:
-            self.captured[self._capture_name] = bytes(self._capture)
-            self._capture = None
-        return pos + take
-
-    def passthrough(self) -> int:
-        """Bytes of member data next in the input that go to the output as they are, unseen
-        (no digest, nothing captured): pump() may move them itself (splice), then passed()."""
-        if self._ended or not self._data_pass or self._digest or self._capture is not None:
-            return 0
-        return self._data_left
-
-    def passed(self, n: int) -> None:
-        """n bytes of passthrough() went from the input to the output without feed()."""
-        self._data_left -= n
-        self.size += n
-
-    def finish(self) -> None:
-        """Check the stream ended cleanly."""
-        if not self._ended or self._data_left or self._pending:
-            raise FormatError("tar archive is truncated (no end-of-archive marker)")
-
-    # -- headers ------------------------------------------------------------------------
-    def _block(self, block: bytes, start: int | None) -> None:
-        if self._ext_type:
-            self._extension_data(block, start)
-            return
-        if block.count(0) == BLOCK:
-            self._ended = True
-            self._emit(self._ext, None)  # nothing pending in a well-formed archive
-            self._emit(block, start)
-            return
-        stored = parse_number(block[148:156])
-        if stored != checksum(block) and stored != _signed_checksum(block):
-            raise FormatError("tar archive has a header with a bad checksum (corrupt payload?)")
-        kind = block[156] or ord("0")
-        size = parse_number(block[124:136])
-        if kind in _EXTENSIONS:
-            if size > _EXTENSION_LIMIT:
-                raise FormatError("tar archive has an oversized extension header")
-            self._hold(block, start, kind)
-            self._ext_type = kind
-            self._need = max(BLOCK, -(-size // BLOCK) * BLOCK)
-            self._ext_size = size
-            if size == 0:
-                self._extension_data(b"", None)
-            return
-        self._member(block, start, kind, size)
-
-    def _hold(self, data: bytes, start: int | None, kind: int) -> None:
-        """Extension headers wait for their member's decision, unless nothing can drop it (or
-        it is a global header: it belongs to every member after it)."""
-        if self._decide is None or kind == _GLOBAL:
-            self._emit(data, start)
-        else:
-            self._ext += data
-
-    def _extension_data(self, data: bytes, start: int | None) -> None:
-        self._hold(data, start, self._ext_type)
-        payload = data[: self._ext_size]
-        if self._ext_type == _GLOBAL:
-            keys = parse_pax(payload).keys() & set(_NOT_GLOBAL)
-            if keys:
-                raise UnsafeArchiveError(
-                    "tar archive has a pax global header that sets "
-                    f"{', '.join(sorted(k.decode() for k in keys))} for every member"
-                )
-        elif self._ext_type == ord("x"):
-            self._pax.update(parse_pax(payload))
-        elif self._ext_type == ord("L"):
-            self._longname = payload.rstrip(b"\0")
-        else:
-            self._longlink = payload.rstrip(b"\0")
-        self._ext_type = 0
-        self._need = BLOCK
-
-    def _member(self, block: bytes, start: int | None, kind: int, size: int) -> None:
-        if kind not in _MEMBER_TYPES:
-            raise FormatError(f"tar archive has an unsupported member type {chr(kind)!r}")
-        member = self._make_member(block, kind, size)
-        if self._check is not None:
-            self._check(member)
-        action = self._decide(member) if self._decide else Action.KEEP
-        padded = -(-member.size // BLOCK) * BLOCK
-        if action is Action.EMPTY and kind in REGULAR and member.size:
-            if b"size" in self._pax:
-                raise FormatError(f"cannot empty {_show(member.name)}: its size is in a pax header")
-            block, start = with_size(block, 0), None
-        if action is not Action.DROP:
-            self.members += 1
-            if self._ext:
-                self._emit(self._ext, None)
-            self._emit(block, start)
-        self._data_pass = action is Action.KEEP
-        self._data_left = padded
-        if member.name in self._capture_names and kind in REGULAR and padded:
-            self._capture = bytearray()
-            self._capture_name = member.name
-            self._capture_left = min(member.size, _CAPTURE_LIMIT)
-        if self._ext:
-            self._ext = bytearray()
-        if self._pax:
-            self._pax = {}
-        self._longname = self._longlink = None
-
-    def _make_member(self, block: bytes, kind: int, size: int) -> Member:
-        pax = self._pax
-        if pax:
-            linkname = pax.get(b"linkpath", self._longlink or _cstr(block[157:257]))
+def next_header(reader: Reader) -> Header | None:
+    """The headers of the next member, checked (checksum, header kinds, sizes of extension
+    headers, what a global header may set); None at the end-of-archive block, which is read
+    (reader.offset is then just past it)."""
+    start = reader.offset
+    raw = bytearray()
+    globals_end = 0
+    pax: dict[bytes, bytes] = {}
+    names: dict[int, bytes] = {}  # GNU long name (L) and long link (K)
+    while (found := _read_block(reader, pending=bool(raw))) is not None:
+        block, kind, size = found
+        raw += block
+        if kind not in _EXTENSIONS:
+            if kind not in _MEMBER_TYPES:
+                raise FormatError(f"tar archive has an unsupported member type {chr(kind)!r}")
+            linkname = pax.get(b"linkpath", names.get(ord("K")) or _cstr(block[157:257]))
             size = int(pax.get(b"size", size))
+            name = normalize(member_name(block, pax, names.get(ord("L"))))
+            member = Member(name, kind, linkname, size)
+            return Header(member, bytes(raw), globals_end, pax, start, -(-size // BLOCK) * BLOCK)
+        if size > _EXTENSION_LIMIT:
+            raise FormatError("tar archive has an oversized extension header")
+        data = reader.read(-(-size // BLOCK) * BLOCK)
+        raw += data
+        payload = data[:size]
+        if kind == _GLOBAL:
+            _check_global(payload)
+            globals_end = len(raw)
+        elif kind == ord("x"):
+            pax.update(parse_pax(payload))
         else:
-            linkname = self._longlink or _cstr(block[157:257])
-        return Member(normalize(member_name(block, pax, self._longname)), kind, linkname, size)
+            names[kind] = payload.rstrip(b"\0")
+    return None
+
+
+def _read_block(reader: Reader, pending: bool) -> tuple[bytes, int, int] | None:
+    """The next header block, its kind and size field; None at the end-of-archive block."""
+    block = reader.read(BLOCK)
+    if block == _ZERO:
+        if pending:
+            raise FormatError(f"the {reader.side} tar has an extension header without member")
+        return None
+    stored = parse_number(block[148:156])
+    if stored != checksum(block) and stored != _signed_checksum(block):
+        raise FormatError("tar archive has a header with a bad checksum (corrupt payload?)")
+    return block, block[156] or ord("0"), parse_number(block[124:136])
+
+
+def _check_global(payload: bytes) -> None:
+    keys = parse_pax(payload).keys() & set(_NOT_GLOBAL)
+    if keys:
+        raise UnsafeArchiveError(
+            "tar archive has a pax global header that sets "
+            f"{', '.join(sorted(k.decode() for k in keys))} for every member"
+        )
+
+
+class Filtered(NamedTuple):
+    """What filter_tar wrote: its size, sha256 (with digest, else None), the members kept,
+    and the captured files."""
+
+    size: int
+    sha256: str | None
+    members: int
+    captured: dict[bytes, bytes]
+
+
+def filter_tar(
+    reader: Reader,
+    out: Output,
+    *,
+    decide: Callable[[Member], Action] | None = None,
+    check: Callable[[Member], None] | None = None,
+    capture: Container[bytes] = frozenset(),
+) -> Filtered:
+    """Copy the tar stream of reader to out, member by member: check(member) may raise to
+    refuse one before any of its bytes are written, decide(member) picks KEEP, DROP or EMPTY
+    (default KEEP). The data of members kept whole moves in the kernel where it can
+    (Reader.move). Members whose names are in capture are also kept in memory (small files)."""
+    captured: dict[bytes, bytes] = {}
+    members = 0
+    while (header := next_header(reader)) is not None:
+        member = header.member
+        if check is not None:
+            check(member)
+        action = decide(member) if decide is not None else Action.KEEP
+        if action is Action.DROP:
+            out.write(header.raw[: header.globals])
+        elif action is Action.EMPTY and member.type in REGULAR and member.size:
+            if b"size" in header.pax:
+                raise FormatError(f"cannot empty {_show(member.name)}: its size is in a pax header")
+            out.write(header.raw[:-BLOCK] + with_size(header.block, 0))
+        else:
+            out.write(header.raw)
+        members += action is not Action.DROP
+        if member.name in capture and member.type in REGULAR and header.padded:
+            data = bytearray()
+            for view in reader.chunks(header.padded):
+                if action is Action.KEEP:
+                    out.write(view)
+                data += view[: max(0, min(member.size, _CAPTURE_LIMIT) - len(data))]
+            captured[member.name] = bytes(data)
+        elif action is Action.KEEP:
+            reader.move(header.padded, out)
+        else:
+            reader.skip(header.padded)
+    _end(reader, out)
+    digest = out.sha256.hexdigest() if out.sha256 is not None else None
+    return Filtered(out.size, digest, members, captured)
+
+
+def _end(reader: Reader, out: Output) -> None:
+    """The end-of-archive block and whatever follows it (zeros to a whole tar record) go out
+    as they are. The consumer may stop reading at the end-of-archive marker (GNU tar does):
+    its exit status tells whether it got the content, so a broken pipe here is not an error;
+    the input is read to its end all the same."""
+    try:
+        out.write(_ZERO)
+        for view in reader.rest():
+            out.write(view)
+        out.flush()
+    except BrokenPipeError:
+        for _ in reader.rest():
+            pass
 
 
 def member_name(block: bytes, pax: dict[bytes, bytes], longname: bytes | None) -> bytes:
@@ -387,14 +307,3 @@ def member_name(block: bytes, pax: dict[bytes, bytes], longname: bytes | None) -
 
 def _cstr(field: bytes) -> bytes:
     return field.split(b"\0", 1)[0]
-
-
-def writer(fd: int) -> Callable[[bytes | memoryview], None]:
-    """A write function that writes everything to fd (os.write may write less)."""
-
-    def write(data: bytes | memoryview) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-
-    return write

@@ -22,9 +22,9 @@ from tmpl2deb import rootfs, tardelta
 from tmpl2deb.errors import FormatError, IntegrityError, PrivilegeError, disk_full
 from tmpl2deb.lock import claimed, remove_abandoned
 from tmpl2deb.progress import Progress
-from tmpl2deb.pump import pump
+from tmpl2deb.pump import Output, Reader, Truncated, send_file
 from tmpl2deb.run import Process, Stage, grow_pipe, pipeline_failed, spawn
-from tmpl2deb.tarstream import SafetyCheck, TarFilter, writer
+from tmpl2deb.tarstream import SafetyCheck, filter_tar
 from tmpl2deb.template import Template, open_template, resolve_chain
 
 __all__ = ["Template", "check_dest", "check_digest", "open_template", "rootfs_stream", "unpack"]
@@ -76,32 +76,18 @@ def _extract(chain: Sequence[Template], target: Path) -> None:
     with ExitStack() as stack:
         decompressor = stack.enter_context(rootfs_stream(chain))
         tar = stack.enter_context(spawn(rootfs.tar_extract_argv(target), stdin=subprocess.PIPE))
-        to_tar = writer(tar.stdin.fileno())
-
-        def write(data: bytes | memoryview) -> None:
-            try:
-                to_tar(data)
-            except BrokenPipeError:
-                # GNU tar may exit at the end-of-archive marker without reading the padding
-                # after it; its exit status (checked below) tells whether it was content.
-                if not tar_filter.ended:
-                    raise
-
-        tar_filter = TarFilter(write, check=SafetyCheck(), digest=chain[0].metadata.format == 1)
+        progress = Progress("Unpacking", chain[0].metadata.rootfs_size)
+        reader = Reader(decompressor.stdout.fileno(), "rootfs", progress=progress)
+        out = Output(tar.stdin.fileno(), digest=chain[0].metadata.format == 1)
         try:
-            total = chain[0].metadata.rootfs_size
-            pump(
-                decompressor.stdout.fileno(),
-                tar_filter,
-                progress=Progress("Unpacking", total),
-                splice_to=tar.stdin.fileno(),
-            )
+            result = filter_tar(reader, out, check=SafetyCheck())
         except (BrokenPipeError, FormatError) as err:
             pipeline_failed(err, upstream=decompressor, downstream=tar)
+        progress.close()
         decompressor.wait()
         tar.stdin.close()
         tar.wait()
-    check_digest(chain[0], tar_filter.size, tar_filter.sha256.hexdigest(), chain[1:])
+    check_digest(chain[0], result.size, result.sha256 or "", chain[1:])
 
 
 def check_digest(
@@ -192,7 +178,7 @@ class _Patched:
             self._parent.wait()
             self._delta.wait()
             return
-        if isinstance(error, tardelta.Truncated):
+        if isinstance(error, Truncated):
             (self._parent if error.side == "parent" else self._delta).wait()
         self._parent.close()
         self._delta.close()
@@ -241,17 +227,8 @@ def _decompress(template: Template) -> Iterator[Process]:
         )
 
 
-def _send(out: int, fd: int, offset: int, left: int) -> None:
-    while left:
-        sent = os.sendfile(out, fd, offset, left)
-        if not sent:
-            return  # truncated file; zstd reports the short frame
-        offset += sent
-        left -= sent
-
-
 def _send_hashed(out: int, fd: int, offset: int, left: int, digest: hashlib._Hash) -> None:
-    """Like _send, through a buffer that the digest sees (the GIL is released for both)."""
+    """Like send_file, through a buffer that the digest sees (the GIL is released for both)."""
     buf = bytearray(min(left, 1 << 20))
     view = memoryview(buf)
     while left:
@@ -273,7 +250,7 @@ def _feed(template: Template, process: Process, digest: hashlib._Hash | None) ->
         with template.payload.path.open("rb") as f:
             for offset, length in template.payload.pieces():
                 if digest is None:
-                    _send(out, f.fileno(), offset, length)
+                    send_file(out, f.fileno(), offset, length)  # short: zstd reports it
                 else:
                     _send_hashed(out, f.fileno(), offset, length, digest)
     except OSError:
