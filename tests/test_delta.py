@@ -279,9 +279,9 @@ def test_pack_delta_bad_input(cli: Cli, trees: dict[str, Path], tmp_path: Path) 
     argv: list[str | Path] = ["pack", trees["middleware"], "--name", "mw", "-o", out]
     assert cli(*argv, "--delta-from", tmp_path / "missing.deb") == 1
     assert "cannot read" in cli.err
-    assert cli(*argv, "--delta-from", base, "--parent", "tmpl-other=1.0") == 1
+    assert cli(*argv, "--delta-from", base, "--parent", "tmpl-other=1.0") == 2  # usage
     assert "is not the template the delta is made against (tmpl-base (= 1.0))" in cli.err
-    assert cli(*argv, "--delta-from", base, "--arch", "arm64") == 1
+    assert cli(*argv, "--delta-from", base, "--arch", "arm64") == 2
     assert "cannot be arm64" in cli.err
     assert list(out.iterdir()) == []
 

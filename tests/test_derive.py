@@ -48,8 +48,8 @@ def test_derive_refuses_mismatch_and_bad_input(
     deb = pack_small()  # arm64, debian bookworm, package dpkg installed
     dest = tmp_path / "rootfs"
 
-    def fails(*args: str | Path) -> str:
-        assert cli("derive", deb, dest, *args) == 1
+    def fails(*args: str | Path, code: int = 1) -> str:
+        assert cli("derive", deb, dest, *args) == code  # 2: a usage mistake
         assert not dest.exists() and not leftovers(dest)
         return cli.err
 
@@ -57,11 +57,13 @@ def test_derive_refuses_mismatch_and_bad_input(
     assert "use --allow-mismatch" in fails("--suite", "trixie")
     assert "has signature '(none)'" in fails("--expect-signature", "abc123")
     assert "not installed: nothere" in fails("--purge", "nothere")
-    assert "needs apt sources" in fails("--install", "hello")
-    assert "bad apt source" in fails("--source", "deb bookworm", "--install", "hello")
+    assert "needs apt sources" in fails("--install", "hello", code=2)
+    assert "bad apt source" in fails("--source", "deb bookworm", "--install", "hello", code=2)
     assert cli("derive", deb, dest, "--version", "2.0") == 2  # a usage mistake
     assert "need --template-name" in cli.err and not dest.exists()
-    assert "both to install and to purge: dpkg" in fails("--install", "dpkg", "--purge", "dpkg")
+    assert "both to install and to purge: dpkg" in fails(
+        "--install", "dpkg", "--purge", "dpkg", code=2
+    )
     # allowed mismatch, nothing to install: the rootfs of the template
     assert cli("derive", deb, dest, "--suite", "trixie", "--allow-mismatch") == 0, cli.err
     assert "warning: template tmpl-small 1.0 has suite 'bookworm'" in cli.err

@@ -300,10 +300,10 @@ def test_stage_takes_a_deb822_source(
     assert cli("resolve", "--source", stanza, "--arch", "arm64", "tmpl-small") == 0, cli.err
     assert cli.out.startswith("tmpl-small 1.0 ")
     two = stanza.replace("Suites: bookworm", "Suites: bookworm trixie")
-    assert cli("stage", "--source", two, "tmpl-small", tmp_path / "s2") == 1
+    assert cli("stage", "--source", two, "tmpl-small", tmp_path / "s2") == 2  # usage
     assert "2 apt sources" in cli.err and len(cli.err.strip().splitlines()) == 1
     key = stanza + "Signed-By:\n -----BEGIN PGP PUBLIC KEY BLOCK-----\n .\n abc\n"
-    assert cli("stage", "--source", key, "tmpl-small", tmp_path / "s3") == 1
+    assert cli("stage", "--source", key, "tmpl-small", tmp_path / "s3") == 2
     assert "its key in Signed-By is not supported" in cli.err
     assert not (tmp_path / "s2").exists() and not (tmp_path / "s3").exists()
 
@@ -336,8 +336,8 @@ def test_stage_refuses_bad_repositories(
     keyring = repo / "archive-keyring.gpg"
     staging = tmp_path / "staging"
 
-    def stage(source: str, spec: str = "tmpl-small") -> str:
-        assert cli("stage", "--source", source, "--arch", "arm64", spec, staging) == 1
+    def stage(source: str, spec: str = "tmpl-small", code: int = 1) -> str:
+        assert cli("stage", "--source", source, "--arch", "arm64", spec, staging) == code
         assert not staging.exists(), "a failed stage must not leave a new staging root"
         lines = cli.err.splitlines()
         assert all(line.startswith("tmpl2deb: ") for line in lines), cli.err
@@ -354,7 +354,7 @@ def test_stage_refuses_bad_repositories(
     assert cli("publish", "--repo", unsigned, pack_small()) == 0
     assert "is not signed" in stage(f"deb [signed-by={keyring}] file:{unsigned} bookworm main")
     assert "127.0.0.1:9" in stage("deb [trusted=yes] http://127.0.0.1:9/ bookworm main")
-    assert "bad apt source" in stage("http://example.org bookworm main")
+    assert "bad apt source" in stage("http://example.org bookworm main", code=2)
     # a tampered index (under its own name and by hash): the signed Release no longer matches
     index = repo / "dists/bookworm/main/binary-arm64/Packages"
     index.write_text(index.read_text().replace("Template-Image: small", "Template-Image: evil"))
@@ -413,7 +413,7 @@ def test_stage_refuses_tampered_deb_and_non_templates(
     assert cli("stage", "--source", source, "--arch", "arm64", "tmpl-small", staging) == 1
     assert "Hash Sum mismatch" in cli.err or "Size mismatch" in cli.err, cli.err
     assert not staging.exists()
-    assert cli("stage", "--source", source, "tmpl-small", "/") == 1
+    assert cli("stage", "--source", source, "tmpl-small", "/") == 2  # usage
     assert "cannot be /" in cli.err
 
 

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import Cli
+
 PROJECT = Path(__file__).resolve().parent.parent
 
 
@@ -35,3 +39,19 @@ def test_a_missing_python_module_is_one_line_naming_its_package() -> None:
     assert result.stderr == (
         "tmpl2deb: error: Python module arpy not found; install package python3-arpy\n"
     )
+
+
+def test_the_exit_code_tells_the_kind_of_error(
+    cli: Cli, small_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1 bad input, 2 a usage mistake, 3 the host failed (here: a tool not installed)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    assert cli("unpack", small_tree / "etc/hostname", tmp_path / "x") == 1
+    assert "not a Debian package" in cli.err
+    bad_source = "http://example.org bookworm main"
+    assert cli("stage", "--source", bad_source, "tmpl-x", tmp_path / "s") == 2
+    assert "bad apt source" in cli.err
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools-here"))
+    assert cli("pack", small_tree, "--name", "x", "-o", out) == 3
+    assert "not found; install package" in cli.err and list(out.iterdir()) == []

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tmpl2deb.errors import FormatError
+from tmpl2deb.errors import os_error
 from tmpl2deb.run import run
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ def read_packages(path: Path) -> list[Deb822]:
     except FileNotFoundError:
         return []
     except OSError as err:
-        raise FormatError(f"cannot read {path}: {err.strerror}") from err
+        raise os_error(err, f"cannot read {path}") from err
     if data[:2] == b"\x1f\x8b":
         data = gzip.decompress(data)
     return list(Deb822.iter_paragraphs(data.decode().splitlines(keepends=True), use_apt_pkg=False))

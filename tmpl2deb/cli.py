@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from tmpl2deb import __version__
 from tmpl2deb.commands import apt, initrd, inspect, pack, repo
 from tmpl2deb.commands.common import EXIT_CODES, Args, output_options, source_date_epoch
-from tmpl2deb.errors import Tmpl2debError, UsageError
+from tmpl2deb.errors import Tmpl2debError
 from tmpl2deb.requirements import MODULE_PACKAGES
 
 __all__ = ["build_parser", "main", "source_date_epoch"]
@@ -128,12 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         code: int | None = args.func(args)
-    except UsageError as err:
+    except Tmpl2debError as err:  # its kind decides the exit code (errors.py)
         log.error("%s", err, exc_info=args.debug)
-        return 2
-    except Tmpl2debError as err:
-        log.error("%s", err, exc_info=args.debug)
-        return 1
+        return err.exit_code
     except KeyboardInterrupt as err:
         terminated = isinstance(err, _Terminated)
         log.error("terminated" if terminated else "interrupted")

@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 import arpy
 
-from tmpl2deb.errors import FormatError
+from tmpl2deb.errors import FormatError, os_error
 from tmpl2deb.storedgzip import (
     GZIP_HEADER,
     GZIP_TRAILER,
@@ -244,7 +244,7 @@ def read_layout(path: Path) -> DebLayout:
             data = _stored_member(f, path, members, "data.tar.gz")
             files, dirs = _data_files(f, data, path)
     except OSError as err:
-        raise FormatError(f"cannot read {path}: {err.strerror}") from err
+        raise os_error(err, f"cannot read {path}") from err
     return _layout(path, control, data, files, dirs)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tmpl2deb import rootfs
-from tmpl2deb.errors import FormatError, PrivilegeError, Tmpl2debError
+from tmpl2deb.errors import InputError, PrivilegeError, Tmpl2debError, UsageError
 from tmpl2deb.metadata import check_package
 from tmpl2deb.pack import PackOptions, pack
 from tmpl2deb.run import run, show_progress
@@ -115,15 +115,15 @@ def derive(source: Path, dest: Path, options: DeriveOptions) -> Result:
         check_package(name.partition("=")[0].partition(":")[0])
     both = set(options.install) & set(options.purge)
     if both:
-        raise FormatError(f"packages both to install and to purge: {' '.join(sorted(both))}")
+        raise UsageError(f"packages both to install and to purge: {' '.join(sorted(both))}")
     sources = [source for text in options.sources for source in Source.parse_all(text)]
     if options.install and not sources:
-        raise FormatError("installing packages needs apt sources: give --source")
+        raise UsageError("installing packages needs apt sources: give --source")
     template = open_template(source, options.package)
     check_match(template.metadata, options.expect)
     check_dest(dest)
     if options.template and not options.template.output.is_dir():
-        raise FormatError(f"output directory {options.template.output} does not exist")
+        raise InputError(f"output directory {options.template.output} does not exist")
     work = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmpl2deb-"))
     try:
         unpack(template.source, work, template.metadata.package, options.with_parents)
@@ -159,7 +159,7 @@ def _packages(root: Path) -> set[str]:
 def _apt_steps(root: Path, options: DeriveOptions, installed: set[str]) -> None:
     missing = [p for p in options.purge if p.partition(":")[0] not in installed]
     if missing:
-        raise FormatError(f"cannot purge packages that are not installed: {' '.join(missing)}")
+        raise InputError(f"cannot purge packages that are not installed: {' '.join(missing)}")
     # apt's own progress passes through (a live line on a terminal) unless --quiet
     show = show_progress()
     quiet = [] if show else ["-q"]
@@ -242,7 +242,7 @@ def _host_key(root: Path, signed_by: str, number: int) -> tuple[Path, bytes] | N
         return BUILD_KEYS / f"source-{number}{suffix}", key.read_bytes()
     if (root / key.relative_to("/")).is_file():
         return None  # the rootfs has it itself
-    raise FormatError(f"signed-by key {key} does not exist")
+    raise InputError(f"signed-by key {key} does not exist")
 
 
 def _clean_apt_state(root: Path) -> None:

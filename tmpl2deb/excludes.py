@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from fnmatch import translate
 from pathlib import Path
 
-from tmpl2deb.errors import MetadataError
+from tmpl2deb.errors import MetadataError, os_error
 from tmpl2deb.tarstream import REGULAR, SYMLINK, Action, Member
 
 DIRECTORY = ord("5")
@@ -158,7 +158,7 @@ def read_owned(root: Path) -> OwnedPaths:
     try:
         lists = [p.read_bytes() for p in sorted(info.glob("*.list"))]
     except OSError as err:
-        raise MetadataError("exclude", f"cannot read dpkg's file lists in {info}: {err}") from err
+        raise os_error(err, f"cannot read dpkg's file lists in {info}") from err
     return OwnedPaths.from_lists(lists)
 
 

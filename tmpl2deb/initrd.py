@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from tmpl2deb.errors import FormatError
+from tmpl2deb.errors import FormatError, os_error
 from tmpl2deb.run import spawn
 
 RECORD = Path("var/lib/tmpl2deb/initrd-inputs.json")
@@ -262,7 +262,7 @@ def record(root: Path, context: dict[str, str]) -> Record:
         try:
             members += cpio_names(initrd)
         except OSError as err:
-            raise FormatError(f"cannot read the initrd {initrd}: {err.strerror}") from err
+            raise os_error(err, f"cannot read the initrd {initrd}") from err
     return inputs(root, context, members)
 
 
@@ -302,5 +302,7 @@ def read_record(path: Path) -> Record | None:
         return Record.from_json(path.read_text())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError) as err:
-        raise FormatError(f"cannot read the initrd record {path}: {err}") from err
+    except OSError as err:
+        raise os_error(err, f"cannot read the initrd record {path}") from err
+    except (ValueError, KeyError) as err:
+        raise FormatError(f"the initrd record {path} is corrupt ({err})") from err

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tmpl2deb.errors import FormatError
+from tmpl2deb.errors import InputError, UsageError
 from tmpl2deb.rootfs import parse_manifest
 from tmpl2deb.run import host_architecture, run
 from tmpl2deb.stage import SOURCES, Source, apt, prepare
@@ -39,7 +39,7 @@ def outdated(template: Template, sources: Sequence[str]) -> list[Newer]:
     """The template's packages that `apt-get dist-upgrade` would upgrade from SOURCES."""
     lines = [source for text in sources for source in Source.parse_all(text)]
     if not lines:
-        raise FormatError("give the apt sources to compare with (--source)")
+        raise UsageError("give the apt sources to compare with (--source)")
     native = template.metadata.architecture
     packages = parse_manifest(template.manifest)
     with tempfile.TemporaryDirectory(prefix="tmpl2deb-outdated-") as tmp:
@@ -60,7 +60,7 @@ def outdated_rootfs(root: Path) -> list[Newer]:
     its own sources and package lists (chroot: its own configuration and architecture). It
     writes nothing there (no cache, no lock), so it may run while apt installs in it."""
     if not (root / "var/lib/dpkg/status").is_file():
-        raise FormatError(f"{root} is not a root filesystem (no var/lib/dpkg/status)")
+        raise InputError(f"{root} is not a root filesystem (no var/lib/dpkg/status)")
     plan = run(
         ["chroot", os.fspath(root), "apt-get", "dist-upgrade", "--simulate", "-q",
          "-o", "Debug::NoLocking=1", "-o", "Dir::Log::Planner=/dev/null",

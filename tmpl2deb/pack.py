@@ -18,8 +18,12 @@ from tmpl2deb import debformat, rootfs
 from tmpl2deb.errors import (
     CommandError,
     FormatError,
+    HostError,
+    InputError,
     MetadataError,
+    UsageError,
     disk_full,
+    os_error,
 )
 from tmpl2deb.excludes import (
     DEFAULT_EXCLUDES,
@@ -97,7 +101,7 @@ def pack(source: Path, options: PackOptions) -> Path:
     rootfs.check_tree(source)
     _check_owner(source)
     if not options.output.is_dir():
-        raise FormatError(f"output directory {options.output} does not exist; create it first")
+        raise InputError(f"output directory {options.output} does not exist; create it first")
     package = options.package or package_name(options.name)
     chain = _delta_chain(options)
     if chain:
@@ -108,9 +112,9 @@ def pack(source: Path, options: PackOptions) -> Path:
     log.info("Packing %s into a template for image %s", source, options.name)
     try:
         return _write(source, options, package, chain, draft, space)
-    except (OSError, CommandError, FormatError) as err:
+    except (OSError, CommandError, HostError, FormatError) as err:
         if disk_full(err):
-            raise FormatError(
+            raise HostError(
                 f"cannot write the template into {options.output}: the disk is full (no space "
                 "left on device); nothing was left there"
             ) from err
@@ -239,15 +243,15 @@ def _with_parent(options: PackOptions, parent: Template) -> PackOptions:
     meta = parent.metadata
     field_ = f"{meta.package} (= {meta.version})"
     if options.parent and options.parent != field_:
-        raise FormatError(
+        raise UsageError(
             f"--parent {options.parent} is not the template the delta is made against ({field_})"
         )
     if options.parent_sha256 and options.parent_sha256 != meta.rootfs_sha256:
-        raise FormatError(
+        raise UsageError(
             f"--parent-sha256 is not the rootfs sha256 of {parent.name} ({meta.rootfs_sha256})"
         )
     if options.architecture and options.architecture != meta.architecture:
-        raise FormatError(
+        raise UsageError(
             f"a delta against {parent.name} ({meta.architecture}) cannot be {options.architecture}"
         )
     return replace(options, parent=field_, parent_sha256=meta.rootfs_sha256)
@@ -289,7 +293,7 @@ def _output_file(output: Path) -> Iterator[tuple[BinaryIO, Path]]:
         fd, name = tempfile.mkstemp(dir=output, prefix=".tmpl2deb-", suffix=".deb.part")
         claim(fd)
     except OSError as err:
-        raise FormatError(f"cannot write to {output}: {err.strerror}") from err
+        raise os_error(err, f"cannot write to {output}") from err
     path = Path(name)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a .deb is world-readable

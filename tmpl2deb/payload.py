@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tmpl2deb import debformat, rootfs, tardelta
-from tmpl2deb.errors import CommandError, FormatError, PrivilegeError
+from tmpl2deb.errors import CommandError, FormatError, PrivilegeError, os_error
 from tmpl2deb.excludes import DpkgLists, ExcludeRules, OwnedPaths, Selection, read_owned
 from tmpl2deb.lock import claimed
 from tmpl2deb.metadata import DELTA, FULL
@@ -177,7 +177,7 @@ def _filter_to_file(source: Path, options: PayloadOptions, path: Path) -> Filter
                     reader, Output(file.fileno()), decide=decide, capture=rootfs.CAPTURED
                 )
             except OSError as err:
-                raise FormatError(f"cannot write {path}: {err.strerror}") from err
+                raise os_error(err, f"cannot write {path}") from err
         except FormatError as err:
             with _privilege_hint():
                 pipeline_failed(err, upstream=producer, downstream=None)
@@ -235,7 +235,7 @@ class _Drain(threading.Thread):
     def join(self, timeout: float | None = None) -> None:
         super().join(timeout)
         if isinstance(self.error, OSError):
-            raise FormatError(f"cannot write the template: {self.error.strerror}") from self.error
+            raise os_error(self.error, "cannot write the template") from self.error
         if self.error is not None:
             raise self.error
 

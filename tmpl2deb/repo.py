@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tmpl2deb import aptindex, repostate
-from tmpl2deb.errors import FormatError, IntegrityError, MetadataError
+from tmpl2deb.errors import (
+    FormatError,
+    InputError,
+    IntegrityError,
+    MetadataError,
+    UsageError,
+    os_error,
+)
 from tmpl2deb.lock import DEFAULT_TIMEOUT, LOCK_NAME, locked
 from tmpl2deb.metadata import TemplateMetadata, check_package, deb_filename, parent_spec
 from tmpl2deb.repostate import (
@@ -76,7 +83,7 @@ def _plan(
             log.info("%s %s (%s) is already published", *_name(meta))
             continue
         if found is not None and not force:
-            raise FormatError(
+            raise InputError(
                 f"{suite.repo} already has {meta.package} {meta.version} ({meta.architecture}) "
                 f"in {suite.settings.codename} with other contents; give the template a new "
                 "--version (or --force to replace it, which consumers that built from it notice)"
@@ -91,7 +98,7 @@ def _plan(
         if (parent, version, meta.architecture) not in offered and not suite.find(
             parent, version, meta.architecture
         ):
-            raise FormatError(
+            raise InputError(
                 f"{meta.package} {meta.version} is a delta of {meta.parent}, which "
                 f"{suite.repo} does not hold in {suite.settings.codename}: apt could not install "
                 "it; publish the parent first (or with it)"
@@ -145,7 +152,7 @@ def publish(
     from tmpl2deb.template import open_template
 
     if not debs:
-        raise FormatError("no .deb given to publish")
+        raise UsageError("no .deb given to publish")
     check_package(component)  # same character set as a package name
     templates = [open_template(deb) for deb in debs]
     metas = [t.metadata for t in templates]
@@ -206,7 +213,7 @@ def remove(
                 arch = entry["Architecture"]
                 dependants = _dependants(suite, package, entry["Version"], arch)
                 if dependants:
-                    raise FormatError(
+                    raise InputError(
                         f"cannot remove {package} {version} ({arch}) from {settings.codename}: "
                         f"{', '.join(dependants)} depend on it; remove those first"
                     )
@@ -215,7 +222,7 @@ def remove(
             if found:
                 repostate.save(suite)
         if not removed:
-            raise FormatError(f"{repo} has no {package} {version} to remove")
+            raise InputError(f"{repo} has no {package} {version} to remove")
         repostate.collect_garbage(repo)
     return removed
 
@@ -227,7 +234,7 @@ def _writing(repo: Path, what: str, timeout: float) -> Iterator[None]:
     try:
         repo.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise FormatError(f"cannot create {repo}: {err.strerror}") from err
+        raise os_error(err, f"cannot create {repo}") from err
     with locked(repo, what, timeout):
         created = not (repo / DISTRIBUTIONS).exists()
         repostate.recover(repo)

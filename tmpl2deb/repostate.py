@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tmpl2deb import aptindex
-from tmpl2deb.errors import FormatError, Tmpl2debError
+from tmpl2deb.errors import FormatError, Tmpl2debError, UsageError, os_error
 from tmpl2deb.metadata import TemplateMetadata
 from tmpl2deb.run import run
 
@@ -85,7 +85,7 @@ def read_distributions(repo: Path) -> list[Deb822]:
     except FileNotFoundError:
         return []
     except OSError as err:
-        raise FormatError(f"cannot read {path}: {err.strerror}") from err
+        raise os_error(err, f"cannot read {path}") from err
 
 
 def configure(repo: Path, wanted: Distribution, retain: int | None = None) -> Distribution:
@@ -133,7 +133,7 @@ def check_key(key: str) -> None:
 def common_suite(templates: Sequence[TemplateMetadata]) -> str:
     suites = {meta.suite for meta in templates}
     if len(suites) != 1:
-        raise FormatError(
+        raise UsageError(
             f"the templates are for different suites ({', '.join(sorted(suites))}); "
             "publish them separately or give --codename"
         )

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from tmpl2deb.errors import FormatError, PrivilegeError
+from tmpl2deb.errors import FormatError, PrivilegeError, os_error
 from tmpl2deb.excludes import DIRECTORY, Selection
 from tmpl2deb.tarstream import BLOCK, REGULAR, Action
 
@@ -148,7 +148,7 @@ def check_tree(root: Path) -> None:
     try:
         mode = root.stat().st_mode
     except OSError as err:
-        raise FormatError(f"cannot read rootfs {root}: {err.strerror}") from err
+        raise os_error(err, f"cannot read rootfs {root}") from err
     if stat.S_ISREG(mode):
         decompress_argv(root)
     elif not stat.S_ISDIR(mode):

@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import IO, Any, NoReturn, Protocol
 
-from tmpl2deb.errors import CommandError, Tmpl2debError
+from tmpl2deb.errors import CommandError, MissingToolError, Tmpl2debError
 from tmpl2deb.requirements import tool_package
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def run(
             check=False,
         )
     except FileNotFoundError as err:
-        raise CommandError(_missing(args[0]), args) from err
+        raise MissingToolError(_missing(args[0]), args) from err
     if result.returncode != 0:
         raise CommandError(
             f"{args[0]} failed with exit code {result.returncode}: {_tail(result.stderr)}",
@@ -194,7 +194,7 @@ def spawn(
                 stderr=err,
             )
         except FileNotFoundError as exc:
-            raise CommandError(_missing(args[0]), args) from exc
+            raise MissingToolError(_missing(args[0]), args) from exc
         for stream in (popen.stdin, popen.stdout):
             if stream is not None:
                 grow_pipe(stream.fileno())

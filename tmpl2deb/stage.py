@@ -14,7 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tmpl2deb.errors import CommandError, FormatError, IntegrityError, MetadataError
+from tmpl2deb.errors import (
+    CommandError,
+    FormatError,
+    InputError,
+    IntegrityError,
+    MetadataError,
+    UsageError,
+    os_error,
+)
 from tmpl2deb.metadata import TemplateMetadata, check_package, check_version
 from tmpl2deb.run import host_architecture, run, show_progress
 from tmpl2deb.template import (
@@ -60,7 +68,7 @@ class Source:
         """Exactly one source: a one-line 'deb ...' or a deb822 stanza (.sources format)."""
         sources = cls.parse_all(text)
         if len(sources) != 1:
-            raise FormatError(
+            raise UsageError(
                 f"{len(sources)} apt sources in {text.strip()!r}; give exactly one (one URI, "
                 "one suite, Types: deb)"
             )
@@ -80,18 +88,18 @@ class Source:
         line = line.strip()
         match = _SOURCE_RE.fullmatch(line)
         if not match or ":" not in match["uri"] or "\n" in line:
-            raise FormatError(
+            raise UsageError(
                 f"bad apt source {line!r}: expected 'deb [OPTIONS] URI SUITE COMPONENT...'"
             )
         options: dict[str, str] = {}
         for item in (match["options"] or "").split():
             key, sep, value = item.partition("=")
             if not sep:
-                raise FormatError(f"bad apt source option {item!r} in {line!r}: expected KEY=VALUE")
+                raise UsageError(f"bad apt source option {item!r} in {line!r}: expected KEY=VALUE")
             options[key] = value
         components = tuple(match["rest"].split())
         if not components and not match["suite"].endswith("/"):
-            raise FormatError(f"bad apt source {line!r}: no component (e.g. main)")
+            raise UsageError(f"bad apt source {line!r}: no component (e.g. main)")
         return cls(line, options, match["uri"], match["suite"], components)
 
     def with_options(self, **changes: str) -> Source:
@@ -118,14 +126,14 @@ def _deb822_lines(text: str) -> list[str]:
                                  *_DEB822_OPTIONS}  # fmt: skip
         if unknown:
             known = ", ".join(sorted(unknown))
-            raise FormatError(f"apt source stanza has fields tmpl2deb does not know: {known}")
+            raise UsageError(f"apt source stanza has fields tmpl2deb does not know: {known}")
         if (
             fields.get("enabled", "yes").lower() == "no"
             or "deb" not in fields.get("types", "").split()
         ):
             continue
         if "\n" in fields.get("signed-by", "") or "BEGIN PGP" in fields.get("signed-by", ""):
-            raise FormatError("an apt source with its key in Signed-By is not supported: give "
+            raise UsageError("an apt source with its key in Signed-By is not supported: give "
                               "the path of the keyring")  # fmt: skip
         options = [f"{_DEB822_OPTIONS[key]}={','.join(fields[key].split())}"
                    for key in _DEB822_OPTIONS if key in fields]  # fmt: skip
@@ -231,7 +239,7 @@ def check_match(meta: TemplateMetadata, expect: Expect) -> None:
             if name == "signature":
                 message += " (the template is stale: what it was built from has changed)"
             if not expect.allow_mismatch:
-                raise FormatError(message + "; use --allow-mismatch to build on it anyway")
+                raise InputError(message + "; use --allow-mismatch to build on it anyway")
             log.warning("%s (allowed by --allow-mismatch)", message)
 
 
@@ -273,13 +281,13 @@ def _check_staging(staging: Path) -> None:
     try:
         resolved = staging.resolve()
     except OSError as err:
-        raise FormatError(f"bad staging directory {staging}: {err.strerror}") from err
+        raise os_error(err, f"bad staging directory {staging}") from err
     if resolved == Path("/"):
-        raise FormatError("the staging root cannot be / (stage never touches the host's dpkg)")
+        raise UsageError("the staging root cannot be / (stage never touches the host's dpkg)")
     if staging.exists() and not staging.is_dir():
-        raise FormatError(f"{staging} exists and is not a directory")
+        raise InputError(f"{staging} exists and is not a directory")
     if not resolved.parent.is_dir():
-        raise FormatError(f"parent directory {resolved.parent} does not exist")
+        raise InputError(f"parent directory {resolved.parent} does not exist")
 
 
 def apt(staging: Path, *args: str, cwd: Path | None = None, show: bool = False) -> str:
@@ -314,7 +322,7 @@ def versions(root: Path, package: str) -> list[Resolved]:
     try:
         text = apt(root, "apt-cache", "show", package)
     except CommandError as err:
-        raise FormatError(f"{package} is not in the configured source ({err})") from err
+        raise InputError(f"{package} is not in the configured source ({err})") from err
     found = []
     for para in Deb822.iter_paragraphs(text.splitlines(keepends=True), use_apt_pkg=False):
         version = para.get("Version", "")
@@ -335,7 +343,7 @@ def choose(root: Path, spec: Spec) -> Resolved:
     fitting = [r for r in found if spec.satisfied_by(r.metadata.version)]
     if not fitting:
         have = ", ".join(sorted({r.metadata.version for r in found})) or "none"
-        raise FormatError(f"no version of {spec.package} satisfies {spec} (the source has {have})")
+        raise InputError(f"no version of {spec.package} satisfies {spec} (the source has {have})")
     return max(fitting, key=lambda r: Version(r.metadata.version))
 
 

@@ -11,7 +11,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tmpl2deb import debformat
-from tmpl2deb.errors import FormatError, IntegrityError, MetadataError
+from tmpl2deb.errors import (
+    FormatError,
+    InputError,
+    IntegrityError,
+    MetadataError,
+    UsageError,
+    os_error,
+)
 from tmpl2deb.metadata import TemplateMetadata, deb_filename
 
 
@@ -42,7 +49,7 @@ def open_template(source: Path, package: str = "") -> Template:
             return _from_staging(source, package)
         source.stat()
     except OSError as err:
-        raise FormatError(f"cannot read {source}: {err.strerror}") from err
+        raise os_error(err, f"cannot read {source}") from err
     return _from_deb(source)
 
 
@@ -117,7 +124,7 @@ def _from_staging(root: Path, package: str) -> Template:
     staged = staged_templates(root)
     if package:
         if package not in staged:
-            raise FormatError(
+            raise InputError(
                 f"{root}: template {package} is not staged in /{ARCHIVES} "
                 f"(found: {', '.join(staged) or 'none'})"
             )
@@ -126,7 +133,7 @@ def _from_staging(root: Path, package: str) -> Template:
     leaves = [t for name, t in staged.items() if name not in parents]
     if len(leaves) != 1:
         found = ", ".join(t.metadata.package for t in leaves) or "none"
-        raise FormatError(
+        raise UsageError(
             f"{root}: expected one template staged in /{ARCHIVES} (found: {found}); "
             "name it with --package"
         )

@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import IO
 
 from tmpl2deb import rootfs, tardelta
-from tmpl2deb.errors import FormatError, IntegrityError, PrivilegeError, disk_full
+from tmpl2deb.errors import (
+    FormatError,
+    HostError,
+    InputError,
+    IntegrityError,
+    PrivilegeError,
+    disk_full,
+)
 from tmpl2deb.lock import claimed, remove_abandoned
 from tmpl2deb.progress import Progress
 from tmpl2deb.pump import Output, Reader, Truncated, send_file
@@ -55,7 +62,7 @@ def unpack(source: Path, dest: Path, package: str = "", with_parents: Sequence[P
     except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
         if disk_full(err):
-            raise FormatError(
+            raise HostError(
                 f"cannot unpack into {dest}: the disk is full (no space left on device); "
                 "nothing was left there"
             ) from err
@@ -65,11 +72,11 @@ def unpack(source: Path, dest: Path, package: str = "", with_parents: Sequence[P
 
 def check_dest(dest: Path) -> None:
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
-        raise FormatError(f"{dest} exists and is not a directory; give a new or empty directory")
+        raise InputError(f"{dest} exists and is not a directory; give a new or empty directory")
     if dest.is_dir() and any(dest.iterdir()):
-        raise FormatError(f"{dest} is not empty; unpack only into a new or empty directory")
+        raise InputError(f"{dest} is not empty; unpack only into a new or empty directory")
     if not dest.parent.is_dir():
-        raise FormatError(f"parent directory {dest.parent} does not exist")
+        raise InputError(f"parent directory {dest.parent} does not exist")
 
 
 def _extract(chain: Sequence[Template], target: Path) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
-from tmpl2deb.errors import Tmpl2debError
+from tmpl2deb.errors import Tmpl2debError, os_error
 from tmpl2deb.metadata import DEFAULT_MAINTAINER
 
 if TYPE_CHECKING:
@@ -21,8 +21,11 @@ Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 EXIT_CODES = """exit codes:
   0    success
-  1    error (bad input, failed check, failed external tool)
-  2    usage error
+  1    bad input: a file, tree, repository or template given is not what it must be,
+       a check failed, or a tool (apt, zstd, tar) refused it
+  2    usage error: the command line asks for something that cannot be done as given
+  3    the host failed: an I/O error, a full disk, a missing permission, a tool not
+       installed
   130  interrupted (SIGINT)
   143  terminated (SIGTERM)"""
 
@@ -70,7 +73,7 @@ def read_patterns(files: Sequence[Path]) -> list[str]:
         try:
             lines = path.read_text().splitlines()
         except OSError as err:
-            raise Tmpl2debError(f"cannot read exclude file {path}: {err.strerror}") from err
+            raise os_error(err, f"cannot read exclude file {path}") from err
         patterns += [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
     return patterns
 
