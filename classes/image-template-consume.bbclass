@@ -126,13 +126,11 @@ def image_template_resolve(d):
                                                 "DISTRO_ARCH"))
     key = hashlib.sha256(("%s\n%s\n%s" % (source, spec, arch)).encode()).hexdigest()[:24]
     record = os.path.join(d.getVar("IMAGE_TEMPLATE_RESOLVED_DIR"), key)
-    found = (re.match(r"\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)", source or "")
-             or re.search(r"^URIs:\s*(\S+)", source or "", re.MULTILINE | re.IGNORECASE))
-    if not found:
+    uri = image_template_source_uri(source)
+    if not uri:
         return ("unresolved: IMAGE_TEMPLATE_SOURCE %r is not an apt source (a 'deb ...' line "
                 "or a deb822 stanza)" % source)
-    uri = found.group(1)
-    if bb.utils.to_boolean(d.getVar("BB_NO_NETWORK")) and not uri.startswith("file:"):
+    if image_template_offline(d):
         try:
             with open(record) as f:
                 # the same signature as when it was resolved; the log says how it was had
@@ -158,6 +156,21 @@ def image_template_resolve(d):
     os.replace(record + ".new", record)
     return line
 image_template_resolve[vardepsexclude] = "BB_NO_NETWORK"
+
+# The URI of an apt source (one-line or deb822), or ""
+def image_template_source_uri(source):
+    import re
+    found = (re.match(r"\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)", source or "")
+             or re.search(r"^URIs:\s*(\S+)", source or "", re.MULTILINE | re.IGNORECASE))
+    return found.group(1) if found else ""
+
+# Whether the template must come without the network: BB_NO_NETWORK, and a source that is
+# not a local file: URI. Then the template last resolved is built from, as staged before
+# (tmpl2deb stage --offline: the lists and the .deb apt checked then).
+def image_template_offline(d):
+    uri = image_template_source_uri(d.getVar("IMAGE_TEMPLATE_SOURCE"))
+    return bb.utils.to_boolean(d.getVar("BB_NO_NETWORK")) and not uri.startswith("file:")
+image_template_offline[vardepsexclude] = "BB_NO_NETWORK"
 do_rootfs_install[network] = "${TASK_USE_SUDO}"
 
 python image_template_prepare() {
@@ -175,6 +188,8 @@ python image_template_prepare() {
     if recipe and not expected:
         bb.fatal("no task hash of %s:do_rootfs_install" % recipe)
     policy = d.getVar("IMAGE_TEMPLATE_ON_STALE")
+    if image_template_offline(d):
+        d.setVar("IMAGE_TEMPLATE_STAGE_OFFLINE", "--offline")
     bb.build.exec_func("image_template_stage", d)
     # a delta template comes with its parents: the one named in IMAGE_TEMPLATE is the image's
     meta = json.loads(image_template_info(d, "--json"))
@@ -264,11 +279,13 @@ image_template_changes[vardepsexclude] = "STAMPS_DIR"
 image_template_stage() {
     sudo rm -f "${WORKDIR}/image-template-record"
     mkdir -p "$(dirname "${IMAGE_TEMPLATE_STAGING}")"
-    ${IMAGE_TEMPLATE_SUDO} ${TMPL2DEB} stage --source "${IMAGE_TEMPLATE_SOURCE}" --arch "${DISTRO_ARCH}" \
+    ${IMAGE_TEMPLATE_SUDO} ${TMPL2DEB} stage ${IMAGE_TEMPLATE_STAGE_OFFLINE} \
+        --source "${IMAGE_TEMPLATE_SOURCE}" --arch "${DISTRO_ARCH}" \
         --distro "${BASE_DISTRO}" --suite "${BASE_DISTRO_CODENAME}" \
         "${IMAGE_TEMPLATE_STAGE_SPEC}" "${IMAGE_TEMPLATE_STAGING}"
 }
 IMAGE_TEMPLATE_STAGE_SPEC ?= "${IMAGE_TEMPLATE}"
+IMAGE_TEMPLATE_STAGE_OFFLINE = ""
 
 image_template_unpack[progress] = "custom:tmpl2deb_progress.Percent"
 image_template_unpack() {

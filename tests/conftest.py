@@ -184,8 +184,9 @@ def make_fidelity_tree(root: Path) -> None:
 
 
 @pytest.fixture
-def gnupg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], str]:
-    """A throwaway GNUPGHOME; calling the fixture makes a signing key, returns its fingerprint."""
+def gnupg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], str]]:
+    """A throwaway GNUPGHOME; calling the fixture makes a signing key, returns its fingerprint.
+    The gpg-agent it started is stopped after the test."""
     needs_tool("gpg")
     home = tmp_path / "gnupg"
     home.mkdir(mode=0o700)
@@ -196,7 +197,8 @@ def gnupg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], st
         listing: str = sh("gpg", "--batch", "--with-colons", "--list-secret-keys", uid).stdout
         return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr"))
 
-    return make_key
+    yield make_key
+    subprocess.run(["gpgconf", "--kill", "gpg-agent"], check=False, capture_output=True)
 
 
 @contextlib.contextmanager

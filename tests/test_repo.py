@@ -365,6 +365,29 @@ def test_stage_refuses_bad_repositories(
     assert "Hash Sum mismatch" in stage(f"deb [signed-by={keyring}] file:{repo} bookworm main")
 
 
+def test_stage_offline_uses_what_was_staged(
+    cli: Cli, pack_small: Callable[..., Path], gnupg: Callable[[], str], tmp_path: Path
+) -> None:
+    """--offline (a rebuild with BB_NO_NETWORK): the server is gone, the staging root's lists
+    and verified .deb serve; what was never staged from that source is refused."""
+    key = gnupg()
+    repo = tmp_path / "repo"
+    assert cli("publish", "--repo", repo, "--sign-with", key, pack_small()) == 0, cli.err
+    staging = tmp_path / "staging"
+    with http_server(repo) as url:
+        source = f"deb [signed-by={repo / 'archive-keyring.gpg'}] {url} bookworm main"
+        assert cli("stage", "--source", source, "--arch", "arm64", "tmpl-small", staging) == 0
+    args = ["stage", "--source", source, "--arch", "arm64"]  # the server is gone
+    assert cli(*args, "--offline", "tmpl-small=1.0", staging) == 0, cli.err
+    assert "Offline: the package lists" in cli.err
+    assert staged(staging) == ["tmpl-small_1.0_arm64.deb"]
+    assert cli("unpack", staging, tmp_path / "rootfs") == 0, cli.err
+    assert cli(*args, "--offline", "tmpl-small (>= 2.0)", staging) == 1
+    assert "no version of tmpl-small satisfies" in cli.err
+    assert cli(*args, "--offline", "tmpl-small", tmp_path / "never") == 1
+    assert "was not staged from" in cli.err and not (tmp_path / "never").exists()
+
+
 def test_stage_goes_through_the_proxy_of_the_environment(
     cli: Cli,
     pack_small: Callable[..., Path],

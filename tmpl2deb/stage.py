@@ -371,9 +371,10 @@ def apt_file_name(resolved: Resolved) -> str:
     return f"{meta.package}_{meta.version.replace(':', '%3a')}_{meta.architecture}.deb"
 
 
-def _fetch(staging: Path, needed: list[Resolved]) -> None:
+def _fetch(staging: Path, needed: list[Resolved], offline: bool = False) -> None:
     """Have exactly the .debs of NEEDED in the staging root's archives: those apt checked
-    before against the sha256 the signed index names now stay, the others are downloaded."""
+    before against the sha256 the signed index names now stay, the others are downloaded
+    (offline: there must be none)."""
     archives = staging / ARCHIVES
     wanted = {apt_file_name(r): r for r in needed}
     have = verified_sha256(staging)
@@ -385,12 +386,31 @@ def _fetch(staging: Path, needed: list[Resolved]) -> None:
     fetch = [r for r in needed if r not in kept]
     if kept:
         log.info("Already staged, as the signed index names them: %s", _names(kept))
+    if fetch and offline:
+        raise InputError(
+            f"offline, and {_names(fetch)} is not staged in {staging}: stage it once with the "
+            "network"
+        )
     if fetch:
         log.info("Downloading %s into %s", _names(fetch), staging)
         # apt's own progress (a live line on a terminal) unless --quiet
         show = show_progress()
         apt(staging, *download_argv(fetch, quiet=not show), cwd=archives, show=show)
     record_verified(staging, {name: r.sha256 for name, r in wanted.items()})
+
+
+def _check_offline(staging: Path, source: Source) -> None:
+    """The staging root was staged from SOURCE before: its lists are that source's."""
+    try:
+        line = (staging / SOURCES).read_text().strip()
+    except FileNotFoundError:
+        line = ""
+    if line != source.line:
+        raise InputError(
+            f"offline, and {staging} was not staged from {source.line!r} before: stage it once "
+            "with the network"
+        )
+    log.info("Offline: the package lists of %s as staged before", staging)
 
 
 def _names(templates: list[Resolved]) -> str:
@@ -404,9 +424,12 @@ def stage(
     *,
     architecture: str = "",
     expect: Expect | None = None,
+    offline: bool = False,
 ) -> Template:
     """Download template SPEC (and its parents) from SOURCE into STAGING; return the verified
-    template (every .deb staged is checked to be a template before anything reads it)."""
+    template (every .deb staged is checked to be a template before anything reads it).
+    Offline: no apt-get update, the lists of the last stage from SOURCE (apt checked them
+    against the signed index then) pick the template, which must be staged already."""
     apt_source = Source.parse(source)
     wanted_spec = Spec.parse(spec)
     package = wanted_spec.package
@@ -415,16 +438,19 @@ def stage(
     expect = expect or Expect()
     created = not staging.exists()
     try:
-        staging.mkdir(exist_ok=True)
-        prepare(staging, architecture)
-        (staging / SOURCES).write_text(apt_source.line + "\n")
-        log.info("Updating the package lists of %s from %s", staging, apt_source.uri)
-        apt(staging, "apt-get", "update", "--error-on=any", "-q")
+        if offline:
+            _check_offline(staging, apt_source)
+        else:
+            staging.mkdir(exist_ok=True)
+            prepare(staging, architecture)
+            (staging / SOURCES).write_text(apt_source.line + "\n")
+            log.info("Updating the package lists of %s from %s", staging, apt_source.uri)
+            apt(staging, "apt-get", "update", "--error-on=any", "-q")
         resolved = choose(staging, wanted_spec)
         wanted = resolved.metadata
         check_match(wanted, replace(expect, architecture=expect.architecture or architecture))
         needed = chain(staging, resolved)
-        _fetch(staging, needed)
+        _fetch(staging, needed, offline)
         template = open_template(staging, package)
     except BaseException:
         if created:

@@ -31,6 +31,7 @@ class StageArgs(CheckArgs):
     arch: str
     spec: str
     staging: Path
+    offline: bool
 
 
 class ResolveArgs(Args):
@@ -59,7 +60,12 @@ def run_stage(args: StageArgs) -> None:
 
     start = time.monotonic()
     template = stage(
-        args.apt_source, args.spec, args.staging, architecture=args.arch, expect=expect(args)
+        args.apt_source,
+        args.spec,
+        args.staging,
+        architecture=args.arch,
+        expect=expect(args),
+        offline=args.offline,
     )
     meta = template.metadata
     log.info("Staged %s %s (%s) in %s (%.1f s)", meta.package, meta.version, meta.architecture,
@@ -118,6 +124,12 @@ def add_stage(subparsers: Subparsers) -> None:
     )
     add_source_spec(p)
     add_checks(p)
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="without the network (a rebuild with BB_NO_NETWORK): the package lists and .debs "
+        "an earlier stage from the same source left in STAGING, which apt checked then",
+    )
     p.add_argument(
         "staging",
         type=Path,
