@@ -65,6 +65,9 @@ IMAGE_TEMPLATE_STAGING = "${TMPDIR}/image-templates/staging/${DISTRO}-${DISTRO_A
 # Template-Package, Template-Version, Template-Rootfs-Sha256, ...): the device can tell, and a
 # template made from the image (image-template-produce) names it as its parent from there.
 IMAGE_TEMPLATE_RECORD = "/usr/share/tmpl2deb/built-from"
+# what a template made from such an image is a delta of (IMAGE_TEMPLATE_DELTA): the parent
+# as staged, or as fetched (a template in SRC_URI)
+IMAGE_TEMPLATE_DELTA_FROM ?= "${IMAGE_TEMPLATE_STAGING}"
 
 def image_template_rootfs_hash(d, pn):
     """The task hash of PN's do_rootfs_install as the running task sees it (empty while

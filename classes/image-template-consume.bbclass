@@ -9,6 +9,13 @@
 #   IMAGE_TEMPLATE_REMOVE = "tzdata"         packages of the template to purge
 #   IMAGE_TEMPLATE_ON_STALE = "fail"         fail | warn | full (see below)
 #
+# Or without a repository, as templates handed over as files (the RFC's route): the template
+# .deb in SRC_URI with its sha256sum (file:// or https://), and the parents a delta needs:
+#   SRC_URI += "https://platform.example.org/tmpl-base_1.2_amd64.deb;sha256sum=..."
+#   IMAGE_TEMPLATE = "tmpl-base (>= 1.2)"
+# bitbake fetches it (into DL_DIR: a rebuild needs no network) and checks the sha256sum
+# (for file:// this class does); it is unpacked from there, checked as a staged one is.
+#
 # The first step of do_rootfs_install (rootfs_prepare) has apt-get download the template
 # package (and the parents of a delta) into a staging root (tmpl2deb stage: never the host's
 # dpkg, no code of the package runs), checks its architecture, distro and suite, and unpacks
@@ -59,7 +66,13 @@ python __anonymous() {
     if policy not in ("fail", "warn", "full"):
         bb.fatal("%s: IMAGE_TEMPLATE_ON_STALE = \"%s\": use fail, warn or full" % (pn, policy))
     recipe = d.getVar("IMAGE_TEMPLATE_RECIPE")
-    if recipe:
+    files = image_template_src_debs(d)
+    if files:
+        # handed over as files: SRC_URI (its sha256sum) carries their identity
+        if recipe:
+            bb.fatal("%s: a template in SRC_URI and IMAGE_TEMPLATE_RECIPE: give one of them" % pn)
+        image_template_take_files(d, files)
+    elif recipe:
         # made in this build: the dependency on its task carries its identity
         d.appendVarFlag("do_rootfs_install", "depends", " %s:do_image_template_pack" % recipe)
     else:
@@ -71,6 +84,64 @@ python __anonymous() {
         image_template_install_commands((d.getVar("ROOTFS_INSTALL_COMMAND") or "").split())))
     image_template_take_rootfs_prepare(d)
 }
+
+# The template .debs in SRC_URI (tmpl-*.deb): (url, local path) each
+def image_template_src_debs(d):
+    import os
+    urls = [u for u in (d.getVar("SRC_URI") or "").split()
+            if os.path.basename(u.split(";")[0]).startswith("tmpl-")
+            and u.split(";")[0].endswith(".deb")]
+    if not urls:
+        return []
+    fetcher = bb.fetch2.Fetch(urls, d)
+    return [(u, fetcher.localpath(u)) for u in urls]
+
+# The one of FILES that is IMAGE_TEMPLATE_PACKAGE is the template, the others its parents;
+# do_unpack leaves them where the fetcher put them (not a copy of 260 MB in WORKDIR).
+def image_template_take_files(d, files):
+    import os
+    package = d.getVar("IMAGE_TEMPLATE_PACKAGE")
+    mine = [f for f in files if os.path.basename(f[1]).startswith(package + "_")]
+    if len(mine) != 1:
+        bb.fatal("%s: SRC_URI names %d .debs of %s (%s); give exactly one" % (
+            d.getVar("PN"), len(mine), package, " ".join(u for u, _ in files)))
+    d.setVar("IMAGE_TEMPLATE_FILE_URL", mine[0][0])
+    d.setVar("IMAGE_TEMPLATE_FILE", mine[0][1])
+    d.setVar("IMAGE_TEMPLATE_FILE_PARENTS", " ".join(p for _, p in files if (_, p) != mine[0]))
+    d.setVar("IMAGE_TEMPLATE_FILE_URLS", " ".join(u for u, _ in files))
+    d.setVar("IMAGE_TEMPLATE_DELTA_FROM", mine[0][1])
+
+python do_unpack:prepend() {
+    templates = (d.getVar("IMAGE_TEMPLATE_FILE_URLS") or "").split()
+    if templates:
+        d.setVar("SRC_URI", " ".join(u for u in d.getVar("SRC_URI").split() if u not in templates))
+}
+
+# A file:// template's sha256sum (bitbake checks those of remote URLs when it fetches)
+def image_template_check_files(d):
+    import hashlib
+    for url, path in image_template_src_debs(d):
+        params = dict(p.split("=", 1) for p in url.split(";")[1:] if "=" in p)
+        if not url.startswith("file:") or "sha256sum" not in params:
+            continue
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        if digest.hexdigest() != params["sha256sum"]:
+            bb.fatal("%s: sha256sum mismatch: SRC_URI gives %s, the file has %s"
+                     % (path, params["sha256sum"], digest.hexdigest()))
+
+# Whether VERSION satisfies the relation IMAGE_TEMPLATE (a Debian relation, one package)
+def image_template_satisfies(spec, version):
+    from debian.deb822 import PkgRelation
+    from debian.debian_support import Version
+    wanted = PkgRelation.parse_relations(spec)[0][0].get("version")
+    if not wanted:
+        return True
+    op, bound = wanted
+    c = (Version(version) > Version(bound)) - (Version(version) < Version(bound))
+    return {">=": c >= 0, "<=": c <= 0, "=": c == 0, ">>": c > 0, "<<": c < 0}[op]
 
 # do_rootfs_install runs rootfs_prepare by name, first. It becomes image_template_prepare; Isar's
 # own, whatever it is in the Isar version at hand, stays callable as
@@ -188,11 +259,23 @@ python image_template_prepare() {
     if recipe and not expected:
         bb.fatal("no task hash of %s:do_rootfs_install" % recipe)
     policy = d.getVar("IMAGE_TEMPLATE_ON_STALE")
-    if image_template_offline(d):
-        d.setVar("IMAGE_TEMPLATE_STAGE_OFFLINE", "--offline")
-    bb.build.exec_func("image_template_stage", d)
+    file = d.getVar("IMAGE_TEMPLATE_FILE")
+    if file:
+        image_template_check_files(d)
+        parents = " ".join("--with-parent=" + p
+                           for p in (d.getVar("IMAGE_TEMPLATE_FILE_PARENTS") or "").split())
+        d.setVar("IMAGE_TEMPLATE_UNPACK_ARGS", "--arch %s --distro %s --suite %s %s %s" % (
+            d.getVar("DISTRO_ARCH"), d.getVar("BASE_DISTRO"), d.getVar("BASE_DISTRO_CODENAME"),
+            parents, file))
+    else:
+        if image_template_offline(d):
+            d.setVar("IMAGE_TEMPLATE_STAGE_OFFLINE", "--offline")
+        bb.build.exec_func("image_template_stage", d)
     # a delta template comes with its parents: the one named in IMAGE_TEMPLATE is the image's
     meta = json.loads(image_template_info(d, "--json"))
+    if file and not image_template_satisfies(d.getVar("IMAGE_TEMPLATE"), meta["version"]):
+        bb.fatal("%s in SRC_URI is %s %s, which does not satisfy IMAGE_TEMPLATE = \"%s\""
+                 % (file, meta["package"], meta["version"], d.getVar("IMAGE_TEMPLATE")))
     if expected and meta["signature"] != expected:
         stale = ("template %s %s is stale: it was made by %s:do_rootfs_install %s, this build "
                  "has %s\n%s" % (meta["package"], meta["version"], recipe,
@@ -225,16 +308,21 @@ python image_template_prepare() {
                 % (meta["package"], meta["version"], meta["rootfs_sha256"]))
         if resolved:
             f.write("Template-Deb-Sha256: %s\n" % resolved[2])
-        f.write("Template-Source: %s\n" % d.getVar("IMAGE_TEMPLATE_SOURCE"))
+        f.write("Template-Source: %s\n" % (d.getVar("IMAGE_TEMPLATE_FILE_URL")
+                                           or d.getVar("IMAGE_TEMPLATE_SOURCE")))
     bb.build.exec_func("image_template_unpack", d)
 }
-image_template_prepare[vardepsexclude] += "BB_TASKDEPDATA IMAGE_TEMPLATE_RESOLVED_OFFLINE"
+# (the local paths of templates in SRC_URI are not their identity: SRC_URI is, through do_fetch)
+image_template_prepare[vardepsexclude] += "BB_TASKDEPDATA IMAGE_TEMPLATE_RESOLVED_OFFLINE \
+    IMAGE_TEMPLATE_FILE IMAGE_TEMPLATE_FILE_PARENTS"
+image_template_info[vardepsexclude] = "IMAGE_TEMPLATE_FILE"
 
 # tmpl2deb info OPTION of the template staged (the .deb apt downloaded): its output
 def image_template_info(d, option):
     import subprocess
-    argv = d.getVar("TMPL2DEB").split() + ["info", "-q", option, "--package",
-            d.getVar("IMAGE_TEMPLATE_PACKAGE"), d.getVar("IMAGE_TEMPLATE_STAGING")]
+    where = ([d.getVar("IMAGE_TEMPLATE_FILE")] if d.getVar("IMAGE_TEMPLATE_FILE") else
+             ["--package", d.getVar("IMAGE_TEMPLATE_PACKAGE"), d.getVar("IMAGE_TEMPLATE_STAGING")])
+    argv = d.getVar("TMPL2DEB").split() + ["info", "-q", option] + where
     result = subprocess.run(argv, capture_output=True, text=True)
     if result.returncode != 0:
         bb.fatal("tmpl2deb info: %s" % result.stderr.strip())
@@ -286,6 +374,8 @@ image_template_stage() {
 }
 IMAGE_TEMPLATE_STAGE_SPEC ?= "${IMAGE_TEMPLATE}"
 IMAGE_TEMPLATE_STAGE_OFFLINE = ""
+IMAGE_TEMPLATE_UNPACK_ARGS = "--package ${IMAGE_TEMPLATE_PACKAGE} ${IMAGE_TEMPLATE_STAGING}"
+IMAGE_TEMPLATE_FILE ??= ""
 
 image_template_unpack[progress] = "custom:tmpl2deb_progress.Percent"
 image_template_unpack() {
@@ -297,8 +387,8 @@ image_template_unpack() {
     sudo tar -xf "${BOOTSTRAP_SRC}" -C "$lists" --wildcards \
         './etc/apt/sources.list.d/*' './etc/apt/preferences.d/*' './var/lib/apt/lists/*' &
     bootstrap_tar=$!
-    sudo ${TMPL2DEB} unpack --package "${IMAGE_TEMPLATE_PACKAGE}" "${IMAGE_TEMPLATE_STAGING}" \
-        "${ROOTFSDIR}" || { wait $bootstrap_tar || true; exit 1; }
+    sudo ${TMPL2DEB} unpack ${IMAGE_TEMPLATE_UNPACK_ARGS} "${ROOTFSDIR}" \
+        || { wait $bootstrap_tar || true; exit 1; }
     wait $bootstrap_tar
     # as tar would have put them there (each directory with its own attributes, not its
     # parents'), as hard links: the same file system, nothing copied

@@ -67,9 +67,10 @@ def image_template_parent_args(d):
     args = ["--parent=%s=%s" % (package, record["Template-Version"]),
             "--parent-sha256=%s" % record["Template-Rootfs-Sha256"]]
     if d.getVar("IMAGE_TEMPLATE_DELTA") == "1":
-        args += ["--delta-from=%s" % d.getVar("IMAGE_TEMPLATE_STAGING"),
+        args += ["--delta-from=%s" % d.getVar("IMAGE_TEMPLATE_DELTA_FROM"),
                  "--delta-package=%s" % package]
     return args
+image_template_parent_args[vardepsexclude] = "IMAGE_TEMPLATE_DELTA_FROM"
 do_image_template_pack[vardeps] += "image_template_pack image_template_initrd_prepare \
     image_template_localepurge_keep image_template_parent_args IMAGE_TEMPLATE_DELTA"
 IMAGE_TEMPLATE_PARENT_ARGS = ""

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -284,3 +285,15 @@ def test_ctrl_c_exits_130_and_leaves_nothing(minbase: Path, tmp_path: Path, verb
     leftovers = sorted(p.name for p in out.iterdir() if p.name != deb.name or verb == "pack")
     assert leftovers == []
     assert not (tmp_path / "dest").exists() and _leftovers(tmp_path) == []
+
+
+def test_unpack_checks_what_the_build_needs(
+    cli: Cli, pack_small: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The checks stage makes, for a template handed over as a file (SRC_URI)."""
+    deb = pack_small()  # arm64, debian bookworm
+    dest = tmp_path / "dest"
+    assert cli("unpack", deb, dest, "--arch", "amd64") == 1
+    assert "has architecture 'arm64', the build wants 'amd64'" in cli.err and not dest.exists()
+    assert cli("unpack", deb, dest, "--suite", "trixie") == 1 and not dest.exists()
+    assert cli("unpack", deb, dest, "--arch", "arm64", "--distro", "debian") == 0, cli.err

@@ -17,7 +17,8 @@ from tmpl2deb.errors import InputError, PrivilegeError, Tmpl2debError, UsageErro
 from tmpl2deb.metadata import check_package
 from tmpl2deb.pack import PackOptions, pack
 from tmpl2deb.run import run, show_progress
-from tmpl2deb.stage import Expect, Source, check_match
+from tmpl2deb.stage import Source
+from tmpl2deb.template import Expect, check_match
 from tmpl2deb.unpack import Template, check_dest, open_template, unpack
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,9 @@ from tmpl2deb.metadata import TemplateMetadata, check_package, check_version
 from tmpl2deb.run import host_architecture, run, show_progress
 from tmpl2deb.template import (
     ARCHIVES,
+    Expect,
     Template,
+    check_match,
     open_template,
     record_verified,
     verified_sha256,
@@ -214,33 +216,6 @@ class Spec:
         if self.version:
             return f"{self.package}={self.version}"
         return f"{self.package} ({self.op} {self.bound})" if self.op else self.package
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Expect:
-    """What the build needs the template to be; empty fields are not checked."""
-
-    architecture: str = ""
-    distro: str = ""
-    suite: str = ""
-    signature: str = ""
-    allow_mismatch: bool = False
-
-
-def check_match(meta: TemplateMetadata, expect: Expect) -> None:
-    """Refuse a template built for another architecture, distro, suite or build signature."""
-    for name in ("architecture", "distro", "suite", "signature"):
-        value, have = getattr(expect, name), getattr(meta, name)
-        if value and value != have:
-            message = (
-                f"template {meta.package} {meta.version} has {name} {have or '(none)'!r}, "
-                f"the build wants {value!r}"
-            )
-            if name == "signature":
-                message += " (the template is stale: what it was built from has changed)"
-            if not expect.allow_mismatch:
-                raise InputError(message + "; use --allow-mismatch to build on it anyway")
-            log.warning("%s (allowed by --allow-mismatch)", message)
 
 
 def apt_config(staging: Path, architecture: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,6 +21,8 @@ from tmpl2deb.errors import (
     os_error,
 )
 from tmpl2deb.metadata import TemplateMetadata, deb_filename
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,3 +264,30 @@ def _check_parent_digest(child: Template, parent: Template) -> None:
             f"{child.name} is a delta of {parent.name} with rootfs sha256 {want[:16]}…, but "
             f"{parent.source} has {have[:16]}…; it is not the parent the delta was made against"
         )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Expect:
+    """What the build needs the template to be; empty fields are not checked."""
+
+    architecture: str = ""
+    distro: str = ""
+    suite: str = ""
+    signature: str = ""
+    allow_mismatch: bool = False
+
+
+def check_match(meta: TemplateMetadata, expect: Expect) -> None:
+    """Refuse a template built for another architecture, distro, suite or build signature."""
+    for name in ("architecture", "distro", "suite", "signature"):
+        value, have = getattr(expect, name), getattr(meta, name)
+        if value and value != have:
+            message = (
+                f"template {meta.package} {meta.version} has {name} {have or '(none)'!r}, "
+                f"the build wants {value!r}"
+            )
+            if name == "signature":
+                message += " (the template is stale: what it was built from has changed)"
+            if not expect.allow_mismatch:
+                raise InputError(message + "; use --allow-mismatch to build on it anyway")
+            log.warning("%s (allowed by --allow-mismatch)", message)

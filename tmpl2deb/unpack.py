@@ -32,21 +32,31 @@ from tmpl2deb.progress import Progress
 from tmpl2deb.pump import Output, Reader, Truncated, send_file
 from tmpl2deb.run import Process, Stage, grow_pipe, pipeline_failed, spawn
 from tmpl2deb.tarstream import SafetyCheck, filter_tar
-from tmpl2deb.template import Template, open_template, resolve_chain
+from tmpl2deb.template import Expect, Template, check_match, open_template, resolve_chain
 
 __all__ = ["Template", "check_dest", "check_digest", "open_template", "rootfs_stream", "unpack"]
 
 log = logging.getLogger(__name__)
 
 
-def unpack(source: Path, dest: Path, package: str = "", with_parents: Sequence[Path] = ()) -> Path:
-    """Extract the rootfs of the template at SOURCE into DEST (absent or empty), verified."""
+def unpack(
+    source: Path,
+    dest: Path,
+    package: str = "",
+    with_parents: Sequence[Path] = (),
+    expect: Expect | None = None,
+) -> Path:
+    """Extract the rootfs of the template at SOURCE into DEST (absent or empty), verified;
+    with expect, refuse a template that is not what the build needs (check_match)."""
     if os.geteuid() != 0:
         raise PrivilegeError(
             f"unpacking into {dest} needs root to restore owners, devices and capabilities; "
             "run as root (sudo)"
         )
-    chain = resolve_chain(open_template(source, package), with_parents)
+    template = open_template(source, package)
+    if expect is not None:
+        check_match(template.metadata, expect)
+    chain = resolve_chain(template, with_parents)
     check_dest(dest)
     remove_abandoned(dest.parent, f".{glob.escape(dest.name)}.tmpl2deb-*")
     staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmpl2deb-"))

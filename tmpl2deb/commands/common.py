@@ -15,7 +15,7 @@ from tmpl2deb.errors import Tmpl2debError, os_error
 from tmpl2deb.metadata import DEFAULT_MAINTAINER
 
 if TYPE_CHECKING:
-    from tmpl2deb.stage import Expect
+    from tmpl2deb.template import Expect
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -87,7 +87,7 @@ def key_value(item: str) -> tuple[str, str]:
 
 def expect(args: CheckArgs, architecture: str = "") -> Expect:
     """The template checks (add_checks) as given on the command line."""
-    from tmpl2deb.stage import Expect
+    from tmpl2deb.template import Expect
 
     return Expect(
         architecture=architecture,
@@ -222,7 +222,7 @@ def add_source_spec(p: argparse.ArgumentParser) -> None:
 
 
 def add_checks(p: argparse.ArgumentParser, arch_help: str = "") -> None:
-    """The checks stage and derive make on a template (stage has its own --arch)."""
+    """The checks stage, derive and unpack make on a template (stage has its own --arch)."""
     checks = p.add_argument_group("template checks")
     if arch_help:
         checks.add_argument("--arch", default="", help=arch_help)

@@ -6,11 +6,14 @@ import os
 from pathlib import Path
 
 from tmpl2deb.commands.common import (
+    CheckArgs,
     DebOutputArgs,
     Subparsers,
+    add_checks,
     add_deb_output,
     add_staging_package,
     add_with_parent,
+    expect,
     read_patterns,
     source_date_epoch,
     subcommand,
@@ -36,10 +39,11 @@ class PackArgs(DebOutputArgs):
     delta_package: str
 
 
-class UnpackArgs(DebOutputArgs):
+class UnpackArgs(DebOutputArgs, CheckArgs):
     source: Path
     dest: Path
     staged_package: str
+    arch: str
 
 
 def run_pack(args: PackArgs) -> None:
@@ -72,7 +76,8 @@ def run_pack(args: PackArgs) -> None:
 def run_unpack(args: UnpackArgs) -> None:
     from tmpl2deb.unpack import unpack
 
-    print(unpack(args.source, args.dest, args.staged_package, args.with_parent))
+    checks = expect(args, args.arch)
+    print(unpack(args.source, args.dest, args.staged_package, args.with_parent, checks))
 
 
 def add_pack(subparsers: Subparsers) -> None:
@@ -189,4 +194,5 @@ def add_unpack(subparsers: Subparsers) -> None:
     )
     add_staging_package(p)
     add_with_parent(p)
+    add_checks(p, "the architecture the build needs (default: any)")
     p.set_defaults(func=run_unpack)
