@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 from tmpl2deb.errors import FormatError, PrivilegeError, os_error
 from tmpl2deb.excludes import DIRECTORY, Selection
-from tmpl2deb.tarstream import BLOCK, REGULAR, Action
+from tmpl2deb.tarstream import BLOCK, REGULAR, Action, padded
 
 # Flags GNU tar needs to keep everything a root filesystem holds, identical on both sides.
 TAR_ATTR_FLAGS: tuple[str, ...] = (
@@ -107,7 +107,7 @@ def walk(root: Path, selection: Selection, out: BinaryIO) -> tuple[int, int]:
         size += BLOCK
         if kind in REGULAR:
             with contextlib.suppress(OSError):  # gone meanwhile: tar says so
-                size += -(-os.lstat(root_bytes + b"/" + child).st_size // BLOCK) * BLOCK
+                size += padded(os.lstat(root_bytes + b"/" + child).st_size)
         elif kind == DIRECTORY and os.lstat(root_bytes + b"/" + child).st_dev == device:
             stack.append(iter(_sorted_entries(root_bytes, child)))
     return count, size + 2 * BLOCK

@@ -43,6 +43,11 @@ class Member(NamedTuple):
     size: int
 
 
+def padded(size: int) -> int:
+    """SIZE bytes of member data as stored: rounded up to whole blocks."""
+    return -(-size // BLOCK) * BLOCK
+
+
 def normalize(name: bytes) -> bytes:
     """'./etc/hosts' and 'etc/hosts/' become 'etc/hosts'; the root is b''."""
     while name.startswith(b"./"):
@@ -183,10 +188,10 @@ def next_header(reader: Reader) -> Header | None:
             size = int(pax.get(b"size", size))
             name = normalize(member_name(block, pax, names.get(ord("L"))))
             member = Member(name, kind, linkname, size)
-            return Header(member, bytes(raw), globals_end, pax, start, -(-size // BLOCK) * BLOCK)
+            return Header(member, bytes(raw), globals_end, pax, start, padded(size))
         if size > _EXTENSION_LIMIT:
             raise FormatError("tar archive has an oversized extension header")
-        data = reader.read(-(-size // BLOCK) * BLOCK)
+        data = reader.read(padded(size))
         raw += data
         payload = data[:size]
         if kind == _GLOBAL:
