@@ -8,6 +8,10 @@
 #                                            (default: this build's template repository)
 #   IMAGE_TEMPLATE_REMOVE = "tzdata"         packages of the template to purge
 #   IMAGE_TEMPLATE_ON_STALE = "fail"         fail | warn | full (see below)
+#   IMAGE_TEMPLATE_KEY = "https://platform.example.org/archive-keyring.gpg;sha256sum=..."
+#       the repository's key, fetched as Isar fetches DISTRO_APT_KEYS (into DL_DIR, checked
+#       against its sha256sum); IMAGE_TEMPLATE_SOURCE names it as ${IMAGE_TEMPLATE_KEYRING}:
+#       "deb [signed-by=${IMAGE_TEMPLATE_KEYRING}] https://... bookworm main"
 #
 # Or without a repository, as templates handed over as files (the RFC's route): the template
 # .deb in SRC_URI with its sha256sum (file:// or https://), and the parents a delta needs:
@@ -48,6 +52,8 @@ IMAGE_TEMPLATE ??= ""
 IMAGE_TEMPLATE_RECIPE ??= ""
 IMAGE_TEMPLATE_REMOVE ??= ""
 IMAGE_TEMPLATE_ON_STALE ??= "fail"
+IMAGE_TEMPLATE_KEY ??= ""
+IMAGE_TEMPLATE_KEYRING ??= ""
 IMAGE_TEMPLATE_SOURCE ??= "deb [${@'signed-by=' + d.getVar('IMAGE_TEMPLATE_REPO') + '/archive-keyring.gpg' if d.getVar('IMAGE_TEMPLATE_SIGN_KEY') else 'trusted=yes'}] file://${IMAGE_TEMPLATE_REPO} ${IMAGE_TEMPLATE_CODENAME} main"
 do_rootfs_install[lockfiles] += "${IMAGE_TEMPLATE_STAGING}.lock"
 # the last template each IMAGE_TEMPLATE_SOURCE + IMAGE_TEMPLATE resolved to (for BB_NO_NETWORK)
@@ -65,6 +71,7 @@ python __anonymous() {
     policy = d.getVar("IMAGE_TEMPLATE_ON_STALE")
     if policy not in ("fail", "warn", "full"):
         bb.fatal("%s: IMAGE_TEMPLATE_ON_STALE = \"%s\": use fail, warn or full" % (pn, policy))
+    image_template_fetch_key(d)
     recipe = d.getVar("IMAGE_TEMPLATE_RECIPE")
     files = image_template_src_debs(d)
     if files:
@@ -84,6 +91,26 @@ python __anonymous() {
         image_template_install_commands((d.getVar("ROOTFS_INSTALL_COMMAND") or "").split())))
     image_template_take_rootfs_prepare(d)
 }
+
+# IMAGE_TEMPLATE_KEY, fetched when the recipe is parsed (the template is resolved then, from
+# the index the key signs), once: the fetcher keeps it in DL_DIR with its checksum, so
+# BB_NO_NETWORK builds find it there. IMAGE_TEMPLATE_KEYRING is its path, as ${DL_DIR}/...
+# (a task signature holds no path of the build host; IMAGE_TEMPLATE_KEY is in it).
+def image_template_fetch_key(d):
+    import os
+    key = d.getVar("IMAGE_TEMPLATE_KEY")
+    if not key:
+        return
+    try:
+        fetcher = bb.fetch2.Fetch([key], d)
+        fetcher.download()
+        path = fetcher.localpath(key)
+    except bb.fetch2.BBFetchException as err:
+        bb.fatal("%s: IMAGE_TEMPLATE_KEY %s: %s" % (d.getVar("PN"), key, err))
+    dl_dir = d.getVar("DL_DIR")
+    if path.startswith(dl_dir + "/"):
+        path = "${DL_DIR}/" + os.path.relpath(path, dl_dir)
+    d.setVar("IMAGE_TEMPLATE_KEYRING", path)
 
 # The template .debs in SRC_URI (tmpl-*.deb): (url, local path) each
 def image_template_src_debs(d):
@@ -182,7 +209,7 @@ def image_template_install_commands(cmds):
 
 # rootfs_prepare is called from a list in do_rootfs_install: name it, and what it reads.
 do_rootfs_install[vardeps] += "rootfs_prepare image_template_stage image_template_isar_rootfs_prepare \
-    IMAGE_TEMPLATE IMAGE_TEMPLATE_SOURCE IMAGE_TEMPLATE_REMOVE IMAGE_TEMPLATE_ON_STALE \
+    IMAGE_TEMPLATE IMAGE_TEMPLATE_KEY IMAGE_TEMPLATE_SOURCE IMAGE_TEMPLATE_REMOVE IMAGE_TEMPLATE_ON_STALE \
     IMAGE_TEMPLATE_RESOLVED"
 IMAGE_TEMPLATE_RESOLVED ??= ""
 
