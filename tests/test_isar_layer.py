@@ -103,9 +103,15 @@ def _parse(top: Path) -> None:
     env = bitbake_env(build, "-e", f"{MC}:base-template-image")
     assert re.search(r"^python do_image_template_pack ?\(\) \{", env, re.MULTILINE)
     assert 'IMAGE_TEMPLATE_NAME="base"' in env
-    # a host without what the classes run: one error at parse time naming the package
+    # the repository key by URL, as Isar takes DISTRO_APT_KEYS: fetched when parsed, named
     local = build / "conf/local.conf"
     saved = local.read_text()
+    key = top / "platform-keyring.gpg"
+    key.write_bytes(b"not really a key")
+    local.write_text(saved + f'IMAGE_TEMPLATE_KEY = "file://{key}"\n')
+    env = bitbake_env(build, "-e", f"{MC}:app-image")
+    assert f'IMAGE_TEMPLATE_KEYRING="{key}"' in env
+    # a host without what the classes run: one error at parse time naming the package
     local.write_text(saved + 'IMAGE_TEMPLATE_HOST_TOOLS:append = " tmpl2deb-no-such-tool"\n')
     out = bitbake_env(build, "-e", f"{MC}:app-image", ok=False)
     local.write_text(saved)
