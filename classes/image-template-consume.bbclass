@@ -134,7 +134,7 @@ def image_template_take_files(d, files):
             d.getVar("PN"), len(mine), package, " ".join(u for u, _ in files)))
     d.setVar("IMAGE_TEMPLATE_FILE_URL", mine[0][0])
     d.setVar("IMAGE_TEMPLATE_FILE", mine[0][1])
-    d.setVar("IMAGE_TEMPLATE_FILE_PARENTS", " ".join(p for _, p in files if (_, p) != mine[0]))
+    d.setVar("IMAGE_TEMPLATE_FILE_PARENTS", " ".join(p for u, p in files if u != mine[0][0]))
     d.setVar("IMAGE_TEMPLATE_FILE_URLS", " ".join(u for u, _ in files))
     d.setVar("IMAGE_TEMPLATE_DELTA_FROM", mine[0][1])
 

@@ -194,7 +194,7 @@ def test_the_tar_reader_sees_what_tarfile_sees(
             m = header.member
             data = b"".join(bytes(v) for v in reader.chunks(header.padded))[: m.size]
             seen.append((m.name.decode(), chr(m.type), m.size, m.linkname.decode(), data))
-        assert reader.at_end() or set(b"".join(bytes(v) for v in reader.rest())) == {0}
+        assert set(b"".join(bytes(v) for v in reader.rest())) <= {0}  # padding only
     expected = []
     with tarfile.open(tarball) as tar:
         for info in tar:

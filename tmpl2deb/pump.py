@@ -82,10 +82,6 @@ class Reader:
                 raise self._short()
         return bytes(self._take(n))
 
-    def at_end(self) -> bool:
-        """Whether the stream has nothing more (reads ahead, if need be)."""
-        return self._start == self._end and not self._refill()
-
     def chunks(self, n: int) -> Iterator[memoryview]:
         """n bytes as views, each valid until the next is asked for."""
         while n:
