@@ -197,7 +197,11 @@ def image_template_install_commands(cmds):
         "rootfs_install_pkgs_download": [],
         "rootfs_install_pkgs_isar_download": [],
         "rootfs_export_package_cache": [],
-        "rootfs_install_pkgs_install": ["image_template_install", "rootfs_export_package_cache"],
+        # after the install (image_template_install removes them before dpkg runs): apt
+        # needs resolv.conf to download
+        "rootfs_install_clean_files": [],
+        "rootfs_install_pkgs_install": ["image_template_install", "rootfs_export_package_cache",
+                                        "rootfs_install_clean_files"],
         "rootfs_install_pkgs_update": ["rootfs_install_pkgs_update", "image_template_report_start"],
         "image_install_localepurge_download": ["image_template_localepurge_download"],
         "image_install_localepurge_install": ["image_template_locales"],
@@ -476,7 +480,14 @@ image_template_install() {
     if [ -n "$remove" ]; then
         remove="--purge --autoremove $remove"
     fi
-    sudo -E chroot '${ROOTFSDIR}' /usr/bin/apt-get ${ROOTFS_APT_ARGS} ${ROOTFS_PACKAGES} $remove
+    # Isar removes ROOTFS_CLEAN_FILES (resolv.conf, hostname) after downloading and before
+    # installing; in one apt-get run that is its DPkg::Pre-Invoke (the downloads are done)
+    clean=""
+    for clean_file in ${ROOTFS_CLEAN_FILES}; do
+        clean="$clean $clean_file"
+    done
+    sudo -E chroot '${ROOTFSDIR}' /usr/bin/apt-get ${ROOTFS_APT_ARGS} \
+        -o "DPkg::Pre-Invoke::=rm -f$clean" ${ROOTFS_PACKAGES} $remove
 }
 
 # -- locales ------------------------------------------------------------------------------------
