@@ -88,7 +88,7 @@ def test_publish_creates_a_base_apt_layout(
     by_hash = repo / "dists/bookworm/main/binary-arm64/by-hash/SHA256"
     assert (by_hash / hashlib.sha256(index.encode()).hexdigest()).read_text() == index
     assert cli("list", "--repo", repo, "--check") == 0, cli.err
-    assert "indices and 1 templates match their digests" in cli.err
+    assert "indices and 1 .debs match their digests" in cli.err
     (by_hash.parent.parent / "Packages.gz").write_bytes(b"")
     assert cli("list", "--repo", repo, "--check") == 1
     assert "Packages.gz does not match" in cli.err
@@ -523,3 +523,94 @@ def test_publish_needs_no_python3_apt(
     assert cli("publish", "--repo", repo, pack_small("--version", "1.1")) == 0, cli.err
     assert cli("publish", "--repo", repo, pack_small("--version", "1.0-beta-1")) == 0, cli.err
     assert [v for _, v in versions(cli, repo)] == ["1.0", "1.0-beta-1", "1.1"]  # dpkg order
+
+
+def package_deb(
+    tmp_path: Path, name: str, arch: str, version: str = "1.0", extra: str = ""
+) -> Path:
+    """A binary package of the platform's own (not a template), built by dpkg-deb."""
+    tree = tmp_path / f"{name}-{arch}-{version}"
+    (tree / "DEBIAN").mkdir(parents=True)
+    (tree / "usr/share/doc" / name).mkdir(parents=True)
+    (tree / "usr/share/doc" / name / "version").write_text(version + "\n")
+    (tree / "DEBIAN/control").write_text(
+        f"Package: {name}\nSource: libtmplhello\nVersion: {version}\nArchitecture: {arch}\n"
+        f"Maintainer: x <x@example.org>\nSection: libdevel\nPriority: optional\n{extra}"
+        "Description: a platform package\n"
+    )
+    deb = tmp_path / f"{name}_{version}_{arch}.deb"
+    sh("dpkg-deb", "--root-owner-group", "-b", tree, deb)
+    return deb
+
+
+def test_platform_packages_next_to_the_templates(
+    cli: Cli, pack_small: Callable[..., Path], tmp_path: Path, gnupg: Callable[..., str]
+) -> None:
+    """publish --packages: the platform's own packages in a component of their own, signed
+    with the templates, every version kept; resolve --packages says where each is."""
+    key = gnupg()
+    repo = tmp_path / "repo"
+    keyring = repo / "archive-keyring.gpg"
+    assert cli("publish", "--repo", repo, "--sign-with", key, pack_small()) == 0, cli.err
+    lib = package_deb(tmp_path, "libtmplhello1", "arm64")
+    dev = package_deb(
+        tmp_path, "libtmplhello-dev", "arm64", extra="Depends: libtmplhello1 (= 1.0)\n"
+    )
+    doc = package_deb(tmp_path, "tmplhello-doc", "all")
+    publish = ("publish", "--repo", repo, "--codename", "bookworm", "--packages")
+    assert cli(*publish, lib, dev, doc) == 0, cli.err
+    assert cli.out.splitlines() == [
+        "libtmplhello1 1.0 arm64",
+        "libtmplhello-dev 1.0 arm64",
+        "tmplhello-doc 1.0 all",
+    ]
+    assert (repo / "pool/packages/libt/libtmplhello/libtmplhello-dev_1.0_arm64.deb").is_file()
+    # Architecture: all is in every architecture's index; the templates' index has none
+    for arch in ("arm64", "amd64"):
+        index = (repo / f"dists/bookworm/packages/binary-{arch}/Packages").read_text()
+        assert index.count("Package: tmplhello-doc\n") == 1
+    assert "libtmplhello" not in packages_index(repo)
+    assert "Components: main packages" in (repo / "dists/bookworm/Release").read_text()
+    # a new release of the platform keeps the packages a template of the old one needs
+    assert cli(*publish, package_deb(tmp_path, "libtmplhello-dev", "arm64", "1.1")) == 0
+    assert cli("list", "--repo", repo, "--check") == 0, cli.err
+    assert "indices and 5 .debs match their digests" in cli.err
+    assert cli.out.splitlines()[1].split()[:2] == ["tmpl-small", "1.0"]  # templates only
+    with http_server(repo) as url:
+        source = f"deb [signed-by={keyring}] {url} bookworm packages"
+        resolve = ("resolve", "--packages", "--source", source, "--arch", "arm64")
+        assert cli(*resolve, "libtmplhello-dev", "tmplhello-doc") == 0, cli.err
+        found = [line.split() for line in cli.out.splitlines()]
+        assert [f[:3] for f in found] == [
+            ["libtmplhello-dev", "1.1", "arm64"],
+            ["tmplhello-doc", "1.0", "all"],
+        ]
+        pooled = repo / "pool/packages/libt/libtmplhello/libtmplhello-dev_1.1_arm64.deb"
+        assert found[0][3] == hashlib.sha256(pooled.read_bytes()).hexdigest()
+        assert (
+            found[0][4] == f"{url}/pool/packages/libt/libtmplhello/libtmplhello-dev_1.1_arm64.deb"
+        )
+        assert cli(*resolve, "libtmplhello-dev (<< 1.1)") == 0, cli.err
+        assert cli.out.split()[1] == "1.0"
+        assert cli(*resolve, "libtmplhello-dev (>> 1.1)") == 1
+        assert "no version of libtmplhello-dev satisfies" in cli.err and "1.0, 1.1" in cli.err
+        assert cli(*resolve, "libnothere") == 1
+        assert "libnothere is not in" in cli.err
+        main = f"deb [signed-by={keyring}] {url} bookworm main"
+        assert cli("resolve", "--packages", "--source", main, "--arch", "arm64", "tmpl-small") == 1
+        assert "tmpl-small is a template, not a package" in cli.err
+    # nothing but a template gets into a template component, and no template into packages
+    before = sorted(p.name for p in repo.rglob("*"))
+    assert cli("publish", "--repo", repo, lib) == 1
+    assert "tmpl2deb template" in cli.err or "not a" in cli.err, cli.err
+    assert cli(*publish, pack_small("--version", "3.0")) == 1
+    assert "is a template (tmpl-small); publish it without --packages" in cli.err
+    assert cli(*publish, "--component", "main", lib) == 2
+    assert "the main component holds templates only" in cli.err
+    assert cli("publish", "--repo", repo, "--packages", lib) == 2
+    assert "--packages needs --codename" in cli.err
+    changed = package_deb(tmp_path / "other", "libtmplhello1", "arm64", extra="Essential: no\n")
+    assert cli(*publish, changed) == 1
+    assert "already has libtmplhello1 1.0 (arm64) in bookworm with other contents" in cli.err
+    assert cli(*publish, tmp_path / "missing.deb") == 1
+    assert sorted(p.name for p in repo.rglob("*")) == before

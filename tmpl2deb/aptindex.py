@@ -144,7 +144,12 @@ def _index_files(
     for component in suite.components:
         for architecture in suite.architectures:
             base = f"{component}/binary-{architecture}"
-            packages = render_packages(indices.get((component, architecture), ()))
+            # Architecture: all packages are in the index of every architecture, as in Debian
+            stanzas = [
+                *indices.get((component, architecture), ()),
+                *indices.get((component, "all"), ()),
+            ]
+            packages = render_packages(stanzas)
             yield f"{base}/Packages", packages, True
             yield f"{base}/Packages.gz", gzip.compress(packages, mtime=0), True
             yield f"{base}/Release", _component_release(suite, component, architecture), False

@@ -14,13 +14,14 @@ import contextlib
 import hashlib
 import logging
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tmpl2deb import aptindex, repostate
 from tmpl2deb.errors import (
+    CommandError,
     FormatError,
     InputError,
     IntegrityError,
@@ -50,12 +51,6 @@ log = logging.getLogger(__name__)
 
 def _name(meta: TemplateMetadata) -> tuple[str, str, str]:
     return meta.package, meta.version, meta.architecture
-
-
-def _pool_name(component: str, meta: TemplateMetadata) -> str:
-    return f"pool/{component}/{meta.package[0]}/{meta.package}/" + deb_filename(
-        meta.package, meta.version, meta.architecture
-    )
 
 
 def _sha256(path: Path) -> str:
@@ -157,25 +152,135 @@ def publish(
     templates = [open_template(deb) for deb in debs]
     metas = [t.metadata for t in templates]
     codename = codename or repostate.common_suite(metas)
+    names = ", ".join(f"{m.package} {m.version}" for m in metas)
+    offers = [
+        _Offer(deb, t.control, *_name(t.metadata)) for deb, t in zip(debs, templates, strict=True)
+    ]
+    with _suite(repo, codename, component, offers, sign_with, retain, lock_timeout, names) as suite:
+        plan = _plan(suite, debs, templates, force)
+        _add(suite, component, [offers[i] for i in plan])
+    return metas
+
+
+# The packages a platform's build made (Isar's isar-apt), published next to its templates: a
+# component of their own (PACKAGES_COMPONENT), so that an application team's build can install
+# one the template lacks, or build its own packages against a -dev package of the platform.
+# The template components stay templates only, and the packages component takes no template.
+PACKAGES_COMPONENT = "packages"
+
+
+@dataclass(frozen=True, slots=True)
+class _Offer:
+    """A .deb to publish: its control fields and name."""
+
+    deb: Path
+    control: Mapping[str, str]
+    package: str
+    version: str
+    architecture: str
+
+    def pool_name(self, component: str) -> str:
+        source = self.control.get("Source", "").split(" ")[0] or self.package
+        prefix = source[:4] if source.startswith("lib") else source[:1]
+        name = deb_filename(self.package, self.version, self.architecture)
+        return f"pool/{component}/{prefix}/{source}/{name}"
+
+
+def _read_package(deb: Path) -> _Offer:
+    """A binary package (dpkg-deb reads its control fields); refuse a template."""
+    from debian.deb822 import Deb822
+
+    try:
+        result = run(["dpkg-deb", "--field", deb], capture=True)
+    except CommandError as err:
+        raise FormatError(f"{deb} is not a Debian binary package: {err}") from err
+    control = Deb822(result.stdout)
+    if "Template-Format" in control:
+        raise InputError(
+            f"{deb} is a template ({control['Package']}); publish it without --packages, "
+            "into a template component"
+        )
+    try:
+        offer = _Offer(
+            deb, control, control["Package"], control["Version"], control["Architecture"]
+        )
+    except KeyError as err:
+        raise FormatError(f"{deb}: its control file has no {err.args[0]} field") from err
+    check_package(offer.package)
+    return offer
+
+
+def publish_packages(
+    repo: Path,
+    debs: Sequence[Path],
+    *,
+    codename: str,
+    component: str = PACKAGES_COMPONENT,
+    sign_with: str = "",
+    force: bool = False,
+    lock_timeout: float = DEFAULT_TIMEOUT,
+) -> list[tuple[str, str, str]]:
+    """Add ordinary binary packages (not templates) to COMPONENT of REPO's CODENAME; every
+    version stays, as for templates. Returns (package, version, architecture) of each."""
+    if not debs:
+        raise UsageError("no .deb given to publish")
+    if not codename:
+        raise UsageError("--packages needs --codename: a package does not record its suite")
+    check_package(component)
+    if component == "main":
+        raise UsageError("the main component holds templates only; publish packages into another")
+    offers = [_read_package(deb) for deb in debs]
+    names = ", ".join(f"{o.package} {o.version}" for o in offers)
+    with _suite(repo, codename, component, offers, sign_with, None, lock_timeout, names) as suite:
+        adding = []
+        for offer in offers:
+            found = suite.find(offer.package, offer.version, offer.architecture)
+            if found is not None and found[0] != component:
+                raise InputError(
+                    f"{repo} has {offer.package} {offer.version} in {found[0]}, not {component}"
+                )
+            if found is not None and _same_file(found[1], offer.deb):
+                log.info("%s %s (%s) is already published", *_offer_name(offer))
+            elif found is not None and not force:
+                raise InputError(
+                    f"{repo} already has {offer.package} {offer.version} ({offer.architecture}) "
+                    f"in {codename} with other contents; build it with a new version (or "
+                    "--force to replace it)"
+                )
+            else:
+                adding.append(offer)
+        _add(suite, component, adding)
+    return [_offer_name(o) for o in offers]
+
+
+def _offer_name(offer: _Offer) -> tuple[str, str, str]:
+    return offer.package, offer.version, offer.architecture
+
+
+@contextlib.contextmanager
+def _suite(
+    repo: Path,
+    codename: str,
+    component: str,
+    offers: Sequence[_Offer],
+    sign_with: str,
+    retain: int | None,
+    lock_timeout: float,
+    names: str,
+) -> Iterator[Contents]:
+    """The distribution CODENAME of REPO, configured to take COMPONENT and the architectures
+    of OFFERS, under the writer lock; saved (retain applied, signed) when the block ends."""
     check_package(codename)
     if sign_with:
         repostate.check_key(sign_with)
     architectures = [*repostate.ISAR_ARCHITECTURES]
-    architectures += sorted({m.architecture for m in metas} - set(repostate.ISAR_ARCHITECTURES))
+    offered = {o.architecture for o in offers} - {"all"}
+    architectures += sorted(offered - set(repostate.ISAR_ARCHITECTURES))
     wanted = Distribution(codename, (component,), tuple(architectures), sign_with)
-    names = ", ".join(f"{m.package} {m.version}" for m in metas)
     with _writing(repo, f"tmpl2deb publish {names}", lock_timeout):
         settings = repostate.configure(repo, wanted, retain)
         suite = repostate.load(repo, settings)
-        for i in _plan(suite, debs, templates, force):
-            meta = metas[i]
-            log.info("Publishing %s %s (%s) in %s", *_name(meta), repo)
-            old = suite.find(meta.package, meta.version, meta.architecture)
-            if old is not None:
-                suite.drop(old[1])
-            name = _pool_name(component, meta)
-            pool = aptindex.copy_into_pool(debs[i], repo / name)
-            suite.add(component, aptindex.stanza(templates[i].control, name, pool))
+        yield suite
         for gone in _retain(suite):
             log.info(
                 "Removing %s from %s: beyond the %d versions kept", gone, codename, settings.retain
@@ -184,7 +289,17 @@ def publish(
         if settings.sign_with:
             export_key(repo, settings.sign_with)
         repostate.collect_garbage(repo)
-    return metas
+
+
+def _add(suite: Contents, component: str, offers: Sequence[_Offer]) -> None:
+    for offer in offers:
+        log.info("Publishing %s %s (%s) in %s", *_offer_name(offer), suite.repo)
+        old = suite.find(offer.package, offer.version, offer.architecture)
+        if old is not None:
+            suite.drop(old[1])
+        name = offer.pool_name(component)
+        pool = aptindex.copy_into_pool(offer.deb, suite.repo / name)
+        suite.add(component, aptindex.stanza(offer.control, name, pool))
 
 
 def remove(
@@ -320,21 +435,25 @@ def check_repo(repo: Path) -> None:
 
 def verify(repo: Path) -> int:
     """Check that every index the Releases list has its digest and every .deb an index names
-    has its size and sha256; the number of .debs checked."""
+    (templates and packages) has its size and sha256; the number of .debs checked."""
     check_repo(repo)
     for release in sorted((repo / "dists").glob("*/Release")):
         _verify_release(release)
-    checked = 0
-    for entry in list_templates(repo):
-        path = repo / entry.filename
-        try:
-            size = path.stat().st_size
-        except OSError as err:
-            raise IntegrityError(f"{path}: {err.strerror} (named by {entry.codename})") from err
-        if size != entry.size or _sha256(path) != entry.sha256:
-            raise IntegrityError(f"{path} does not match its index entry in {entry.codename}")
-        checked += 1
-    return checked
+    checked: set[str] = set()
+    for index in sorted((repo / "dists").glob("*/*/binary-*/Packages")):
+        for para in aptindex.read_packages(index):
+            name = para["Filename"]
+            if name in checked:
+                continue  # an Architecture: all package, in every architecture's index
+            path = repo / name
+            try:
+                size = path.stat().st_size
+            except OSError as err:
+                raise IntegrityError(f"{path}: {err.strerror} (named by {index})") from err
+            if str(size) != para.get("Size") or _sha256(path) != para.get("SHA256"):
+                raise IntegrityError(f"{path} does not match its entry in {index}")
+            checked.add(name)
+    return len(checked)
 
 
 def _verify_release(release: Path) -> None:

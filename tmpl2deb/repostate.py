@@ -190,6 +190,10 @@ def load(repo: Path, settings: Distribution) -> Contents:
                         path, para["Package"], para["Version"], para["Filename"],
                     )  # fmt: skip
                     continue
+                if para["Architecture"] == "all" and suite.find(
+                    para["Package"], para["Version"], "all"
+                ):
+                    continue  # in the index of every architecture: once
                 suite.add(component, para)
     return suite
 

@@ -1,28 +1,32 @@
-"""resolve: which template an apt source holds for a spec, read from its signed index by apt.
+"""resolve: which template (or platform package) an apt source holds for a spec, read from
+its signed index by apt.
 
 The identity printed (package, version, the .deb's sha256 from the signed Packages index, the
 rootfs sha256) is what an Isar image puts in its task signature, as bitbake does with the
 revision that SRCREV = "${AUTOREV}" resolves: a new release, or other content republished
-under the same version, changes it; a pinned version does not.
+under the same version, changes it; a pinned version does not. For the platform's packages
+(--packages) it is where each .deb is and its sha256, for bitbake to fetch and check.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from tmpl2deb.errors import CommandError, FormatError
+from tmpl2deb.errors import CommandError, FormatError, InputError
 from tmpl2deb.run import host_architecture
 from tmpl2deb.stage import SOURCES, Resolved, Source, Spec, apt, choose, prepare
 
 log = logging.getLogger(__name__)
 
 
-def resolve(source: str, spec: str, architecture: str = "") -> Resolved:
-    """The template SPEC resolves to in SOURCE (apt-get update into a throw-away root)."""
-    apt_source = Source.parse(source)
-    wanted = Spec.parse(spec)
+@contextlib.contextmanager
+def _lists(apt_source: Source, architecture: str, what: str) -> Iterator[Path]:
+    """A throw-away apt root with the package lists of APT_SOURCE (apt-get update)."""
     with tempfile.TemporaryDirectory(prefix="tmpl2deb-resolve-") as tmp:
         root = Path(tmp)
         prepare(root, architecture or host_architecture())
@@ -32,5 +36,65 @@ def resolve(source: str, spec: str, architecture: str = "") -> Resolved:
             apt(root, "apt-get", "update", "--error-on=any", "-q")
         except CommandError as err:
             uri = apt_source.uri
-            raise FormatError(f"cannot read the template repository {uri}: {err}") from err
+            raise FormatError(f"cannot read the {what} repository {uri}: {err}") from err
+        yield root
+
+
+def resolve(source: str, spec: str, architecture: str = "") -> Resolved:
+    """The template SPEC resolves to in SOURCE."""
+    apt_source = Source.parse(source)
+    wanted = Spec.parse(spec)
+    with _lists(apt_source, architecture, "template") as root:
         return choose(root, wanted)
+
+
+@dataclass(frozen=True, slots=True)
+class PackageFile:
+    """One binary package of a repository, as its signed index describes it."""
+
+    package: str
+    version: str
+    architecture: str
+    sha256: str
+    url: str
+
+    def line(self) -> str:
+        """PACKAGE VERSION ARCH SHA256 URL, as `tmpl2deb resolve --packages` prints it."""
+        return f"{self.package} {self.version} {self.architecture} {self.sha256} {self.url}"
+
+
+def resolve_packages(
+    source: str, specs: Sequence[str], architecture: str = ""
+) -> list[PackageFile]:
+    """The newest version of each package SPECS name (relations as in stage) in SOURCE:
+    ordinary packages, not templates."""
+    from debian.deb822 import Deb822
+    from debian.debian_support import Version
+
+    apt_source = Source.parse(source)
+    wanted = [Spec.parse(spec) for spec in specs]
+    found = []
+    with _lists(apt_source, architecture, "package") as root:
+        for spec in wanted:
+            try:
+                text = apt(root, "apt-cache", "show", spec.package)
+            except CommandError as err:
+                raise InputError(f"{spec.package} is not in {apt_source.uri} ({err})") from err
+            stanzas = list(Deb822.iter_paragraphs(text.splitlines(keepends=True)))
+            if any("Template-Format" in p for p in stanzas):
+                raise InputError(
+                    f"{spec.package} is a template, not a package: name it in IMAGE_TEMPLATE"
+                )
+            fitting = [p for p in stanzas if spec.satisfied_by(p["Version"])]
+            if not fitting:
+                have = ", ".join(sorted({p["Version"] for p in stanzas})) or "none"
+                raise InputError(
+                    f"no version of {spec.package} satisfies {spec} (the source has {have})"
+                )
+            best = max(fitting, key=lambda p: Version(p["Version"]))
+            url = apt_source.uri.rstrip("/") + "/" + best["Filename"]
+            found.append(
+                PackageFile(best["Package"], best["Version"], best["Architecture"],
+                            best["SHA256"], url)
+            )  # fmt: skip
+    return found

@@ -38,6 +38,8 @@ class ResolveArgs(Args):
     apt_source: str
     arch: str
     spec: str
+    more: list[str]
+    packages: bool
 
 
 class DeriveArgs(CheckArgs, DebOutputArgs):
@@ -74,8 +76,14 @@ def run_stage(args: StageArgs) -> None:
 
 
 def run_resolve(args: ResolveArgs) -> None:
-    from tmpl2deb.resolve import resolve
+    from tmpl2deb.resolve import resolve, resolve_packages
 
+    if args.packages:
+        for found in resolve_packages(args.apt_source, [args.spec, *args.more], args.arch):
+            print(found.line())
+        return
+    if args.more:
+        raise UsageError("one template at a time (several names only with --packages)")
     print(resolve(args.apt_source, args.spec, args.arch).line())
 
 
@@ -147,9 +155,18 @@ def add_resolve(subparsers: Subparsers) -> None:
         "Print which template an apt source holds for a spec: PACKAGE VERSION DEB_SHA256 "
         "ROOTFS_SHA256, read from the source's signed index (nothing installed, no root).",
         "tmpl2deb resolve --source 'deb [signed-by=/srv/templates/archive-keyring.gpg] "
-        "http://repo.example.org/templates bookworm main' 'tmpl-base (>= 1.0)'",
+        "http://repo.example.org/templates bookworm main' 'tmpl-base (>= 1.0)'\n"
+        "  tmpl2deb resolve --packages --source 'deb [signed-by=/srv/templates/"
+        "archive-keyring.gpg] http://repo.example.org/templates bookworm packages' libfoo-dev",
     )
     add_source_spec(p)
+    p.add_argument("more", nargs="*", metavar="PACKAGE", help="more packages, with --packages")
+    p.add_argument(
+        "--packages",
+        action="store_true",
+        help="the names are ordinary packages (the platform's, published with publish "
+        "--packages), not a template: print PACKAGE VERSION ARCH SHA256 URL of each",
+    )
     p.set_defaults(func=run_resolve)
 
 

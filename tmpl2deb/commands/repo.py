@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tmpl2deb.commands import render
 from tmpl2deb.commands.common import Args, Subparsers, add_lock_timeout, subcommand
+from tmpl2deb.errors import UsageError
 
 log = logging.getLogger("tmpl2deb")
 
@@ -19,6 +20,7 @@ class PublishArgs(Args):
     sign_with: str
     force: bool
     retain: int | None
+    packages: bool
     lock_timeout: float
 
 
@@ -39,13 +41,27 @@ class ListArgs(Args):
 
 
 def run_publish(args: PublishArgs) -> None:
-    from tmpl2deb.repo import publish
+    from tmpl2deb.repo import PACKAGES_COMPONENT, publish, publish_packages
 
+    if args.packages:
+        if args.retain is not None:
+            raise UsageError("--retain applies to templates, not with --packages")
+        for package, version, arch in publish_packages(
+            args.repo,
+            args.debs,
+            codename=args.codename,
+            component=args.component or PACKAGES_COMPONENT,
+            sign_with=args.sign_with,
+            force=args.force,
+            lock_timeout=args.lock_timeout,
+        ):
+            print(f"{package} {version} {arch}")
+        return
     for meta in publish(
         args.repo,
         args.debs,
         codename=args.codename,
-        component=args.component,
+        component=args.component or "main",
         sign_with=args.sign_with,
         force=args.force,
         retain=args.retain,
@@ -75,7 +91,7 @@ def run_list(args: ListArgs) -> None:
     if args.check:
         from tmpl2deb.repo import verify
 
-        log.info("%s: indices and %d templates match their digests", args.repo, verify(args.repo))
+        log.info("%s: indices and %d .debs match their digests", args.repo, verify(args.repo))
     render.repository(list_templates(args.repo, args.codename), args.json)
 
 
@@ -84,16 +100,29 @@ def add_publish(subparsers: Subparsers) -> None:
         subparsers,
         "publish",
         "Add template .debs to a repository laid out like Isar's base-apt (created if needed).",
-        "tmpl2deb publish --repo /srv/templates --sign-with 0x1234ABCD tmpl-base_1.0_amd64.deb",
+        "tmpl2deb publish --repo /srv/templates --sign-with 0x1234ABCD tmpl-base_1.0_amd64.deb\n"
+        "  tmpl2deb publish --repo /srv/templates --codename bookworm --packages \\\n"
+        "      isar-apt/debian-bookworm/pool/main/*/*/*.deb",
     )
-    p.add_argument("debs", type=Path, nargs="+", metavar="DEB", help="template .deb files")
+    p.add_argument(
+        "debs", type=Path, nargs="+", metavar="DEB", help="template .deb files (or packages)"
+    )
+    p.add_argument(
+        "--packages",
+        action="store_true",
+        help="the .debs are the platform's own binary packages (what its build put in "
+        "isar-apt), not templates: publish them into their own component (default: "
+        "packages), every version kept, for application teams to install or build against",
+    )
     p.add_argument("--repo", type=Path, required=True, metavar="DIR", help="repository directory")
     p.add_argument(
         "--codename",
         default="",
         help="distribution to publish into (default: the suite the templates record)",
     )
-    p.add_argument("--component", default="main", help="component (default: main)")
+    p.add_argument(
+        "--component", default="", help="component (default: main; with --packages: packages)"
+    )
     p.add_argument(
         "--sign-with",
         default="",
