@@ -1,52 +1,8 @@
 # SPDX-License-Identifier: MIT
 # Shared by image-template-produce and image-template-consume (tmpl2deb layer).
-#
-# tmpl2deb runs on the build host, from this layer's own checkout, with Debian's python3:
-# Isar's rootfs tasks already work on ${IMAGE_ROOTFS} from the host with sudo, and a template
-# is made of (and unpacked into) exactly that tree. Running the layer's copy means a user who
-# only adds this layer gets the tmpl2deb that matches its classes. Host packages it needs:
-# python3-debian python3-arpy zstd gpg (or install the tmpl2deb package
-# and set TMPL2DEB = "tmpl2deb").
+# (tmpl2deb itself, the host check and reading a platform's apt source: image-template-base)
 
-TMPL2DEB ?= "env PYTHONPATH=${LAYERDIR_tmpl2deb} /usr/bin/python3 -m tmpl2deb"
-
-# bitbake's progress of the template steps (lib/tmpl2deb_progress.py; Isar puts the lib/ of
-# every layer on sys.path, and registers its own handlers the same way)
-python () {
-    bb.utils._context["tmpl2deb_progress"] = __import__("tmpl2deb_progress")
-    image_template_check_host(d)
-}
-
-# What the classes run on the build host, checked when bitbake parses the recipe: one error
-# naming the Debian packages to install, instead of a traceback in the middle of a task.
-# tmpl2deb.requirements imports only the standard library; it also checks tmpl2deb's Python
-# modules. Asked once per bitbake parser process.
-IMAGE_TEMPLATE_HOST_TOOLS = "sudo tar zstd dpkg-deb apt-get gpgv"
-IMAGE_TEMPLATE_REQUIREMENTS ?= "env PYTHONPATH=${LAYERDIR_tmpl2deb} /usr/bin/python3 -m tmpl2deb.requirements"
-def image_template_check_host(d):
-    import subprocess
-    argv = (d.getVar("IMAGE_TEMPLATE_REQUIREMENTS").split()
-            + sorted(set(d.getVar("IMAGE_TEMPLATE_HOST_TOOLS").split())))
-    checked = bb.utils._context.setdefault("tmpl2deb_host_checked", {})
-    key = " ".join(argv)
-    if key not in checked:
-        try:
-            result = subprocess.run(argv, capture_output=True, text=True)
-        except OSError as err:
-            checked[key] = "python3 (%s)" % err
-        else:
-            checked[key] = (result.stdout.strip() if result.returncode == 1
-                            else "" if result.returncode == 0
-                            else "(%s failed: %s)" % (key, result.stderr.strip()))
-    if checked[key]:
-        bb.fatal("%s: the build host lacks what the tmpl2deb classes run; install: apt-get "
-                 "install %s" % (d.getVar("PN"), checked[key]))
-image_template_check_host[vardepsexclude] = "IMAGE_TEMPLATE_REQUIREMENTS IMAGE_TEMPLATE_HOST_TOOLS"
-TMPL2DEB[vardepvalue] = "tmpl2deb"
-# sudo for the steps that reach the network (stage): Isar exports the build's proxy settings
-# (isar_export_proxies), which plain sudo would drop before apt sees them.
-IMAGE_TEMPLATE_SUDO = "sudo --preserve-env=http_proxy,https_proxy,ftp_proxy,no_proxy,HTTP_PROXY,HTTPS_PROXY,FTP_PROXY,NO_PROXY"
-IMAGE_TEMPLATE_SUDO[vardepvalue] = "sudo"
+inherit image-template-base
 
 # The template repository of this build (base-apt layout, every release kept), one per DISTRO.
 IMAGE_TEMPLATE_REPO ?= "${DEPLOY_DIR}/image-templates/${DISTRO}"

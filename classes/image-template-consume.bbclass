@@ -52,12 +52,8 @@ IMAGE_TEMPLATE ??= ""
 IMAGE_TEMPLATE_RECIPE ??= ""
 IMAGE_TEMPLATE_REMOVE ??= ""
 IMAGE_TEMPLATE_ON_STALE ??= "fail"
-IMAGE_TEMPLATE_KEY ??= ""
-IMAGE_TEMPLATE_KEYRING ??= ""
 IMAGE_TEMPLATE_SOURCE ??= "deb [${@'signed-by=' + d.getVar('IMAGE_TEMPLATE_REPO') + '/archive-keyring.gpg' if d.getVar('IMAGE_TEMPLATE_SIGN_KEY') else 'trusted=yes'}] file://${IMAGE_TEMPLATE_REPO} ${IMAGE_TEMPLATE_CODENAME} main"
 do_rootfs_install[lockfiles] += "${IMAGE_TEMPLATE_STAGING}.lock"
-# the last template each IMAGE_TEMPLATE_SOURCE + IMAGE_TEMPLATE resolved to (for BB_NO_NETWORK)
-IMAGE_TEMPLATE_RESOLVED_DIR ?= "${DL_DIR}/image-templates/resolved"
 
 python __anonymous() {
     spec = (d.getVar("IMAGE_TEMPLATE") or "").strip()
@@ -91,26 +87,6 @@ python __anonymous() {
         image_template_install_commands((d.getVar("ROOTFS_INSTALL_COMMAND") or "").split())))
     image_template_take_rootfs_prepare(d)
 }
-
-# IMAGE_TEMPLATE_KEY, fetched when the recipe is parsed (the template is resolved then, from
-# the index the key signs), once: the fetcher keeps it in DL_DIR with its checksum, so
-# BB_NO_NETWORK builds find it there. IMAGE_TEMPLATE_KEYRING is its path, as ${DL_DIR}/...
-# (a task signature holds no path of the build host; IMAGE_TEMPLATE_KEY is in it).
-def image_template_fetch_key(d):
-    import os
-    key = d.getVar("IMAGE_TEMPLATE_KEY")
-    if not key:
-        return
-    try:
-        fetcher = bb.fetch2.Fetch([key], d)
-        fetcher.download()
-        path = fetcher.localpath(key)
-    except bb.fetch2.BBFetchException as err:
-        bb.fatal("%s: IMAGE_TEMPLATE_KEY %s: %s" % (d.getVar("PN"), key, err))
-    dl_dir = d.getVar("DL_DIR")
-    if path.startswith(dl_dir + "/"):
-        path = "${DL_DIR}/" + os.path.relpath(path, dl_dir)
-    d.setVar("IMAGE_TEMPLATE_KEYRING", path)
 
 # The template .debs in SRC_URI (tmpl-*.deb): (url, local path) each
 def image_template_src_debs(d):
@@ -223,48 +199,13 @@ IMAGE_TEMPLATE_RESOLVED ??= ""
 # that is not a local file: URI, the last one resolved (IMAGE_TEMPLATE_RESOLVED_OFFLINE names
 # the record; the signature stays what it was).
 def image_template_resolve(d):
-    import hashlib, os, re, subprocess
-    source, spec, arch = (d.getVar(v) for v in ("IMAGE_TEMPLATE_SOURCE", "IMAGE_TEMPLATE",
-                                                "DISTRO_ARCH"))
-    key = hashlib.sha256(("%s\n%s\n%s" % (source, spec, arch)).encode()).hexdigest()[:24]
-    record = os.path.join(d.getVar("IMAGE_TEMPLATE_RESOLVED_DIR"), key)
-    uri = image_template_source_uri(source)
-    if not uri:
-        return ("unresolved: IMAGE_TEMPLATE_SOURCE %r is not an apt source (a 'deb ...' line "
-                "or a deb822 stanza)" % source)
-    if image_template_offline(d):
-        try:
-            with open(record) as f:
-                # the same signature as when it was resolved; the log says how it was had
-                d.setVar("IMAGE_TEMPLATE_RESOLVED_OFFLINE", record)
-                return f.read().strip()
-        except OSError:
-            return ("unresolved: BB_NO_NETWORK is set and %s was never resolved from %s "
-                    "with network" % (spec, source))
-    env = dict(os.environ)
-    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
-        if d.getVar(name):
-            env[name] = d.getVar(name)
-    argv = d.getVar("TMPL2DEB").split() + ["resolve", "-q", "--source", source, "--arch", arch,
-                                           spec]
-    result = subprocess.run(argv, capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        lines = result.stderr.strip().splitlines() or ["exit status %d" % result.returncode]
-        return "unresolved: " + lines[-1].replace("tmpl2deb: error: ", "")
-    line = result.stdout.strip()
-    bb.utils.mkdirhier(os.path.dirname(record))
-    with open(record + ".new", "w") as f:
-        f.write(line + "\n")
-    os.replace(record + ".new", record)
+    source, spec = d.getVar("IMAGE_TEMPLATE_SOURCE"), d.getVar("IMAGE_TEMPLATE")
+    line, record = image_template_resolve_source(d, source, [spec], image_template_offline(d))
+    if record:
+        # the same signature as when it was resolved; the log says how it was had
+        d.setVar("IMAGE_TEMPLATE_RESOLVED_OFFLINE", record)
     return line
 image_template_resolve[vardepsexclude] = "BB_NO_NETWORK"
-
-# The URI of an apt source (one-line or deb822), or ""
-def image_template_source_uri(source):
-    import re
-    found = (re.match(r"\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)", source or "")
-             or re.search(r"^URIs:\s*(\S+)", source or "", re.MULTILINE | re.IGNORECASE))
-    return found.group(1) if found else ""
 
 # Whether the template must come without the network: BB_NO_NETWORK, and a source that is
 # not a local file: URI. Then the template last resolved is built from, as staged before

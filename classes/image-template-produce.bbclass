@@ -18,6 +18,14 @@
 #       template, which it then depends on; apt fetches the chain by itself. Falls back to a
 #       full template, with a warning, when a delta does not pay off.
 #
+#   IMAGE_TEMPLATE_PUBLISH_PACKAGES = "0"    (default: 1) do not publish the packages this
+#       build made (see below)
+#
+# The packages this build made, what it put in isar-apt, go into the template repository
+# too, in a component of their own ("packages", every version kept): an application team's
+# build installs those the template lacks, and builds its own packages against the
+# platform's -dev packages (image-template-packages).
+#
 # The build signature recorded is the task hash of this recipe's do_rootfs_install: it
 # changes with IMAGE_INSTALL/IMAGE_PREINSTALL, the packages built for the image, DISTRO and
 # DISTRO_ARCH. image-template-consume compares it.
@@ -29,6 +37,7 @@ IMAGE_TEMPLATE_VERSION ?= "${PV}"
 IMAGE_TEMPLATE_FEATURES ?= ""
 IMAGE_TEMPLATE_EXCLUDES ?= ""
 IMAGE_TEMPLATE_DELTA ?= "0"
+IMAGE_TEMPLATE_PUBLISH_PACKAGES ?= "1"
 # Isar's build-time apt files, and the ssh host keys: secrets of one device, not of every
 # image made from the template (sshd-regen-keys makes them on first boot).
 IMAGE_TEMPLATE_ISAR_EXCLUDES = "/etc/apt/preferences.d/* /etc/apt/apt.conf.d/50isar \
@@ -126,3 +135,25 @@ image_template_pack() {
     ${TMPL2DEB} publish --force --repo "${IMAGE_TEMPLATE_REPO}" \
         --codename "${IMAGE_TEMPLATE_CODENAME}" $sign "$deb"
 }
+
+# the packages of this build's isar-apt, published next to the template (after it: a
+# consumer in this build waits for the template only)
+do_image_template_packages() {
+    if [ "${IMAGE_TEMPLATE_PUBLISH_PACKAGES}" != "1" ]; then
+        return 0
+    fi
+    debs=$(find "${REPO_ISAR_DIR}/${DISTRO}/pool" -name '*.deb' 2>/dev/null | sort)
+    if [ -z "$debs" ]; then
+        bbnote "isar-apt holds no package of this build: none published"
+        return 0
+    fi
+    sign=""
+    if [ -n "${IMAGE_TEMPLATE_SIGN_KEY}" ]; then
+        sign="--sign-with ${IMAGE_TEMPLATE_SIGN_KEY}"
+    fi
+    # --force: what this build made last, as for its templates
+    ${TMPL2DEB} publish --packages --force --repo "${IMAGE_TEMPLATE_REPO}" \
+        --codename "${IMAGE_TEMPLATE_CODENAME}" $sign $debs
+}
+do_image_template_packages[lockfiles] = "${REPO_ISAR_DIR}/isar.lock ${IMAGE_TEMPLATE_REPO_LOCK}"
+addtask image_template_packages after do_image_template_pack before do_rootfs_postprocess

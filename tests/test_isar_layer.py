@@ -7,6 +7,7 @@ The real build of the example chain is tests/isar/run (README, "Isar").
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import re
@@ -163,5 +164,44 @@ def test_a_new_release_changes_the_signature(cli: Cli, small_tree: Path) -> None
         recipe.write_text((PROBE % repo).replace("(>= 1.0)", "(= 0.9)"))
         env = bitbake_env(build, "-e", f"{MC}:probe-image")
         assert "unresolved: no version of tmpl-small satisfies tmpl-small (= 0.9)" in env
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+PACKAGES_PROBE = """\
+LICENSE = "MIT"
+LIC_FILES_CHKSUM = "file://${LAYERDIR_core}/licenses/COPYING.MIT;md5=838c366f69b72c5df05c96dff79b35f2"
+inherit image-template-packages
+IMAGE_TEMPLATE_PACKAGES = "%s"
+IMAGE_TEMPLATE_PACKAGES_SOURCE = "deb [trusted=yes] file:%s bookworm packages"
+"""
+
+
+@pytest.mark.skipif(not ISAR, reason="TMPL2DEB_ISAR_DIR not set (path of an Isar checkout)")
+def test_platform_packages_resolve_into_src_uri(cli: Cli, tmp_path: Path) -> None:
+    """image-template-packages: the platform's packages a recipe names are resolved from the
+    signed index when parsed, into SRC_URI with their sha256sum; the recipe provides them."""
+    from tests.test_repo import package_deb
+
+    top = Path(tempfile.mkdtemp(prefix="tmpl2deb-isar-parse-", dir="/var/tmp"))
+    try:
+        build = _setup(top)
+        repo = top / "repo"
+        dev = package_deb(tmp_path, "libtmplhello-dev", "amd64", "1.3")
+        publish = ("publish", "--repo", repo, "--codename", "bookworm", "--packages", dev)
+        assert cli(*publish) == 0, cli.err
+        recipe = top / "layer/recipes-templates/images/probe-packages.bb"
+        recipe.write_text(PACKAGES_PROBE % ("libtmplhello-dev (>= 1.0)", repo))
+        env = bitbake_env(build, "-e", f"{MC}:probe-packages")
+        pooled = repo / "pool/packages/libt/libtmplhello/libtmplhello-dev_1.3_amd64.deb"
+        sha256 = hashlib.sha256(pooled.read_bytes()).hexdigest()
+        assert f"file://{pooled};sha256sum={sha256};unpack=false" in env
+        provides = re.search(r'^PROVIDES="([^"]*)"', env, re.MULTILINE)
+        assert provides and "libtmplhello-dev" in provides.group(1).split()
+        # bad input: one error in the first task, naming the package and what the source has
+        recipe.write_text(PACKAGES_PROBE % ("libtmplhello-dev (>= 2.0)", repo))
+        out = bitbake_env(build, "-c", "fetch", f"{MC}:probe-packages", ok=False)
+        assert "no version of libtmplhello-dev satisfies libtmplhello-dev (>= 2.0)" in out
+        assert "(the source has 1.3)" in out and "Traceback" not in out, out[-2000:]
     finally:
         shutil.rmtree(top, ignore_errors=True)

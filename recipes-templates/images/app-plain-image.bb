@@ -10,7 +10,7 @@ PV = "1.0"
 inherit image
 
 # Isar's post-processing requires it with openssh-server: host keys are made on first boot.
-IMAGE_INSTALL += "sshd-regen-keys"
+IMAGE_INSTALL += "sshd-regen-keys libtmplhello1"
 
 IMAGE_PREINSTALL += " \
     systemd systemd-sysv dbus udev kmod iproute2 iputils-ping ifupdown isc-dhcp-client \

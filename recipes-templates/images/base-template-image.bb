@@ -14,7 +14,9 @@ IMAGE_TEMPLATE_NAME = "base"
 IMAGE_TEMPLATE_FEATURES = "systemd ssh python3 debug-tools"
 
 # Isar's post-processing requires it with openssh-server: host keys are made on first boot.
-IMAGE_INSTALL += "sshd-regen-keys"
+# libtmplhello1: the platform's own library (recipes-templates/libtmplhello; its -dev package
+# is published with the template, for the application teams).
+IMAGE_INSTALL += "sshd-regen-keys libtmplhello1"
 
 IMAGE_PREINSTALL += " \
     systemd systemd-sysv dbus udev kmod iproute2 iputils-ping ifupdown isc-dhcp-client \

@@ -16,3 +16,6 @@ IMAGE_TEMPLATE_SOURCE = "${TMPL2DEB_RELEASE_SOURCE}"
 TMPL2DEB_RELEASE_SOURCE ??= ""
 
 IMAGE_PREINSTALL += "hello"
+# the application team's own package, built against the platform's libtmplhello-dev, and that
+# -dev package, which the template does not contain
+IMAGE_INSTALL += "tmplhello-app libtmplhello-dev"

@@ -1,0 +1,7 @@
+/* SPDX-License-Identifier: MIT */
+#include "tmplhello.h"
+
+const char *tmplhello_greeting(void)
+{
+	return "hello from the platform's libtmplhello";
+}
