@@ -9,14 +9,7 @@ PV = "1.0"
 
 inherit image
 
-# Isar's post-processing requires it with openssh-server: host keys are made on first boot.
-IMAGE_INSTALL += "sshd-regen-keys libtmplhello1"
-
-IMAGE_PREINSTALL += " \
-    systemd systemd-sysv dbus udev kmod iproute2 iputils-ping ifupdown isc-dhcp-client \
-    net-tools ethtool openssh-server curl wget ca-certificates less vim-tiny procps \
-    psmisc htop strace gdb tcpdump lsof file sudo bash-completion rsync jq python3 \
-    python3-yaml python3-requests git usbutils pciutils i2c-tools systemd-timesyncd cron \
-    logrotate tree zstd unzip \
-    mosquitto nginx-light python3-paho-mqtt \
-    hello"
+require base-packages.inc
+# the application image purges nano (IMAGE_TEMPLATE_REMOVE)
+IMAGE_PREINSTALL:remove = "nano"
+IMAGE_PREINSTALL += "mosquitto nginx-light python3-paho-mqtt hello"

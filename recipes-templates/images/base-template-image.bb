@@ -13,14 +13,4 @@ inherit image-template-produce
 IMAGE_TEMPLATE_NAME = "base"
 IMAGE_TEMPLATE_FEATURES = "systemd ssh python3 debug-tools"
 
-# Isar's post-processing requires it with openssh-server: host keys are made on first boot.
-# libtmplhello1: the platform's own library (recipes-templates/libtmplhello; its -dev package
-# is published with the template, for the application teams).
-IMAGE_INSTALL += "sshd-regen-keys libtmplhello1"
-
-IMAGE_PREINSTALL += " \
-    systemd systemd-sysv dbus udev kmod iproute2 iputils-ping ifupdown isc-dhcp-client \
-    net-tools ethtool openssh-server curl wget ca-certificates less vim-tiny nano procps \
-    psmisc htop strace gdb tcpdump lsof file sudo bash-completion rsync jq python3 \
-    python3-yaml python3-requests git usbutils pciutils i2c-tools systemd-timesyncd cron \
-    logrotate tree zstd unzip"
+require base-packages.inc
