@@ -82,7 +82,8 @@ def _parse(top: Path) -> None:
     env = bitbake_env(build, "-e", f"{MC}:app-image")
     assert 'IMAGE_TEMPLATE="tmpl-middleware"' in env
     assert 'IMAGE_TEMPLATE_REMOVE="nano"' in env
-    assert "middleware-template-image:do_image_template_pack" in env  # do_rootfs_install[depends]
+    # do_rootfs_install[depends]: the template and the platform's packages published after it
+    assert "middleware-template-image:do_image_template_packages" in env
     assert re.search(r"^python rootfs_prepare ?\(\) \{", env, re.MULTILINE)
     # Isar's own rootfs_prepare, called for IMAGE_TEMPLATE_ON_STALE = "full", is Isar's text
     isar = re.search(r"^image_template_isar_rootfs_prepare ?\(\) \{\n(.*?)^\}", env, re.M | re.S)
@@ -96,8 +97,9 @@ def _parse(top: Path) -> None:
                 "rootfs_install_pkgs_install", "image_install_localepurge_install"}  # fmt: skip
     assert not replaced & set(steps)
     install = steps.index("image_template_install")
-    assert steps[install + 1] == "rootfs_export_package_cache"
-    assert steps.count("rootfs_export_package_cache") == 1
+    assert steps[install + 1] == "image_template_export_package_cache"
+    assert "rootfs_export_package_cache" not in steps
+    assert "image_template_import_package_cache" in steps[:install]
     assert steps.index("image_template_report_start") < install
     assert install < steps.index("image_template_locales")
     assert steps[-1] == "image_template_report_newer"
