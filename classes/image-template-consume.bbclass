@@ -355,28 +355,44 @@ IMAGE_TEMPLATE_STAGE_SPEC ?= "${IMAGE_TEMPLATE}"
 IMAGE_TEMPLATE_STAGE_OFFLINE = ""
 IMAGE_TEMPLATE_UNPACK_ARGS = "--package ${IMAGE_TEMPLATE_PACKAGE} ${IMAGE_TEMPLATE_STAGING}"
 IMAGE_TEMPLATE_FILE ??= ""
+IMAGE_TEMPLATE_BOOTSTRAP_APT = "${TMPDIR}/image-templates/bootstrap-apt/${ROOTFS_DISTRO}-${ROOTFS_ARCH}"
 
 image_template_unpack[progress] = "custom:tmpl2deb_progress.Percent"
 image_template_unpack() {
     # the build's own apt sources, preferences and package lists, as the bootstrap set them:
-    # read from the bootstrap tarball (all of it, for three directories) beside the unpack
-    lists="${WORKDIR}/image-template-bootstrap-apt"
-    sudo rm -rf "$lists"
-    mkdir -p "$lists"
-    sudo tar -xf "${BOOTSTRAP_SRC}" -C "$lists" --wildcards \
-        './etc/apt/sources.list.d/*' './etc/apt/preferences.d/*' './var/lib/apt/lists/*' &
-    bootstrap_tar=$!
+    # read from the bootstrap tarball (all of it, for three directories) beside the unpack,
+    # once for each bootstrap tarball (kept in IMAGE_TEMPLATE_BOOTSTRAP_APT)
+    key=$(stat -L -c %d-%i-%s-%Y "${BOOTSTRAP_SRC}")
+    lists="${IMAGE_TEMPLATE_BOOTSTRAP_APT}/$key"
+    bootstrap_tar=""
+    if [ ! -d "$lists" ]; then
+        # what a build that died while reading one left
+        find "${IMAGE_TEMPLATE_BOOTSTRAP_APT}" -maxdepth 1 -name '.new-*' -mmin +60 \
+            -exec sudo rm -rf {} + 2>/dev/null || true
+        new="${IMAGE_TEMPLATE_BOOTSTRAP_APT}/.new-$key-$$"
+        mkdir -p "$new"
+        ( sudo tar -xf "${BOOTSTRAP_SRC}" -C "$new" --wildcards \
+              './etc/apt/sources.list.d/*' './etc/apt/preferences.d/*' './var/lib/apt/lists/*' \
+          && { sudo mv -T "$new" "$lists" 2>/dev/null || sudo rm -rf "$new"; } ) &
+        bootstrap_tar=$!
+    fi
     sudo ${TMPL2DEB} unpack ${IMAGE_TEMPLATE_UNPACK_ARGS} "${ROOTFSDIR}" \
-        || { wait $bootstrap_tar || true; exit 1; }
-    wait $bootstrap_tar
+        || { [ -z "$bootstrap_tar" ] || wait $bootstrap_tar || true; exit 1; }
+    [ -z "$bootstrap_tar" ] || wait $bootstrap_tar
+    # those of other bootstrap tarballs are of no more use
+    for old in "${IMAGE_TEMPLATE_BOOTSTRAP_APT}"/*; do
+        [ "$old" = "$lists" ] || sudo rm -rf "$old"
+    done
     # as tar would have put them there (each directory with its own attributes, not its
-    # parents'), as hard links: the same file system, nothing copied
+    # parents'); the 100 MB of package lists as hard links (the same file system, nothing
+    # copied: apt and Isar replace or remove list files, never write into them)
     for dir in etc/apt/sources.list.d etc/apt/preferences.d var/lib/apt/lists; do
+        link=""
+        [ "$dir" != var/lib/apt/lists ] || link=l
         if [ -d "$lists/$dir" ]; then
-            sudo cp -al --remove-destination "$lists/$dir/." "${ROOTFSDIR}/$dir/"
+            sudo cp -a$link --remove-destination "$lists/$dir/." "${ROOTFSDIR}/$dir/"
         fi
     done
-    sudo rm -rf "$lists"
     # what the image was built from, for the device to tell
     sudo install -D -m 0644 "${WORKDIR}/image-template-record" \
         "${ROOTFSDIR}${IMAGE_TEMPLATE_RECORD}"

@@ -34,13 +34,14 @@ python __anonymous() {
     specs = image_template_package_specs(d.getVar("IMAGE_TEMPLATE_PACKAGES"))
     if not specs:
         bb.fatal("%s inherits image-template-packages but IMAGE_TEMPLATE_PACKAGES is empty" % pn)
-    source = (d.getVar("IMAGE_TEMPLATE_PACKAGES_SOURCE") or "").strip()
-    if not source:
+    if not (d.getVar("IMAGE_TEMPLATE_PACKAGES_SOURCE") or "").strip():
         raise bb.parse.SkipRecipe("IMAGE_TEMPLATE_PACKAGES_SOURCE is not set (the apt source "
                                   "of the platform's packages)")
     names = [spec.split("(")[0].split("=")[0].strip() for spec in specs]
     d.appendVar("PROVIDES", " " + " ".join(names))
+    # the source may name the key as ${IMAGE_TEMPLATE_KEYRING}: fetched first
     image_template_fetch_key(d)
+    source = d.getVar("IMAGE_TEMPLATE_PACKAGES_SOURCE").strip()
     # which versions the source holds now is part of the signature (SRC_URI), resolved at
     # every parse as for a template from a repository
     d.setVar("BB_DONT_CACHE", "1")
@@ -77,6 +78,8 @@ python do_fetch:prepend() {
     if d.getVar("IMAGE_TEMPLATE_PACKAGES_ERROR"):
         bb.fatal(d.getVar("IMAGE_TEMPLATE_PACKAGES_ERROR"))
 }
+# (the reason differs from parse to parse: apt's throw-away root has a new name each time)
+do_fetch[vardepsexclude] += "IMAGE_TEMPLATE_PACKAGES_ERROR"
 
 # bitbake checks the sha256sum of what it downloads, not of a file:// it copies
 python do_unpack:append() {
