@@ -13,8 +13,9 @@
 #   IMAGE_TEMPLATE_PACKAGES_SOURCE = "deb [signed-by=${IMAGE_TEMPLATE_KEYRING}] https://platform.example.org bookworm packages"
 #   IMAGE_TEMPLATE_KEY = "https://platform.example.org/archive-keyring.gpg;sha256sum=..."
 #
-# The recipe PROVIDES the packages it names. When bitbake parses it, each resolves to the
-# newest version in the source that satisfies it, read from the signed index by apt (tmpl2deb
+# The recipe PROVIDES the packages it names, and those of the source they depend on (a -dev
+# package needs its library). When bitbake parses it, each resolves to the newest version in
+# the source that satisfies it, read from the signed index by apt (tmpl2deb
 # resolve --packages; what cannot be resolved stops do_fetch with the reason). The .debs go
 # into SRC_URI with the sha256sum the index gives: bitbake fetches them into DL_DIR and checks
 # them (for file:// this class does), and a new release of the platform's packages rebuilds
@@ -57,6 +58,9 @@ python __anonymous() {
     urls, local = [], []
     for line in out.splitlines():
         package, version, arch, sha256, url = line.split()
+        # the packages of the source that those named depend on come along
+        if package not in names:
+            d.appendVar("PROVIDES", " " + package)
         if url.startswith("file:"):
             url = "file://" + "/" + url[len("file:"):].lstrip("/")
             local.append("%s=%s" % (url[len("file://"):], sha256))
