@@ -190,6 +190,8 @@ def load(repo: Path, settings: Distribution) -> Contents:
                         path, para["Package"], para["Version"], para["Filename"],
                     )  # fmt: skip
                     continue
+                if "MD5sum" in para:
+                    del para["MD5sum"]  # written by earlier versions; apt hashes what is listed
                 if para["Architecture"] == "all" and suite.find(
                     para["Package"], para["Version"], "all"
                 ):
