@@ -7,11 +7,12 @@ content offset is known (payload spans can be handed to zstd with sendfile)."""
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
 from tmpl2deb.errors import FormatError
@@ -50,18 +51,28 @@ def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
     """CRC-32 of A+B from crc(A), crc(B) and len(B) (zlib's crc32_combine, GF(2) matrices)."""
     if len2 <= 0:
         return crc1
-    operator = [0xEDB88320] + [1 << n for n in range(31)]  # appends one zero bit
-    for _ in range(2):
-        operator = _gf2_square(operator)  # now four zero bits
+    power = 0
     while len2:
-        operator = _gf2_square(operator)  # one zero byte, then two, four, ...
         if len2 & 1:
-            crc1 = _gf2_times(operator, crc1)
+            crc1 = _gf2_times(_zero_bytes(power), crc1)
         len2 >>= 1
+        power += 1
     return crc1 ^ crc2
 
 
-def _gf2_times(matrix: list[int], vector: int) -> int:
+@functools.cache
+def _zero_bytes(power: int) -> tuple[int, ...]:
+    """The operator that appends 2**power zero bytes to a CRC (the same for every call:
+    computed once, each from the one before)."""
+    if power == 0:
+        operator = [0xEDB88320] + [1 << n for n in range(31)]  # appends one zero bit
+        for _ in range(3):
+            operator = _gf2_square(operator)  # two, four, then eight zero bits
+        return tuple(operator)
+    return tuple(_gf2_square(_zero_bytes(power - 1)))
+
+
+def _gf2_times(matrix: Sequence[int], vector: int) -> int:
     total, row = 0, 0
     while vector:
         if vector & 1:
@@ -71,7 +82,7 @@ def _gf2_times(matrix: list[int], vector: int) -> int:
     return total
 
 
-def _gf2_square(matrix: list[int]) -> list[int]:
+def _gf2_square(matrix: Sequence[int]) -> list[int]:
     return [_gf2_times(matrix, matrix[n]) for n in range(32)]
 
 
