@@ -127,6 +127,9 @@ class Reader:
             out.size += n
             return
         buffered = min(n, self._end - self._start)
+        if buffered == n:  # small members: all in the buffer already
+            out.write(self._take(n))
+            return
         if (
             self.sha256 is not None
             or out.sha256 is not None
