@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ from tmpl2deb.excludes import (
     is_dpkg_list,
     read_owned,
 )
-from tmpl2deb.rootfs import walk
+from tmpl2deb.rootfs import TAR_CREATE_FLAGS, walk
 from tmpl2deb.tarstream import Action, Member
 
 REG, LINK = ord("0"), ord("2")
@@ -198,6 +199,62 @@ def test_pack_keeps_package_owned_log_paths(
     assert entries["./var/log/pkg.log"][2] == "0"  # owned file: kept, emptied
     assert entries["./var/log/README"][0].startswith("l")
     assert "leave out" not in cli.err
+
+
+def _payload_members(deb: Path, tmp_path: Path, name: str) -> list[tuple[Any, ...]]:
+    """Every member of a template's rootfs tar as tarfile reads it, pax records included."""
+    import tarfile
+
+    out = tmp_path / name
+    sh("dpkg-deb", "-x", deb, out)
+    payload = out / "usr/share/tmpl2deb/templates/tmpl-logs/rootfs.tar.zst"
+    sh("zstd", "--quiet", "-d", payload, "-o", out / "rootfs.tar")
+    with tarfile.open(out / "rootfs.tar") as tar:
+        return [(m.name, m.type, m.size, m.mode, m.uid, m.gid, m.mtime, m.linkname,
+                 sorted(m.pax_headers.items())) for m in tar.getmembers()]  # fmt: skip
+
+
+@pytest.mark.integration
+def test_files_to_empty_keep_their_metadata_without_the_filter(cli: Cli, tmp_path: Path) -> None:
+    """A tree goes from tar to zstd directly; the files the excludes empty are covered by
+    stand-ins (owner, mode, ACL, xattr, mtime to the nanosecond): the members are those the
+    filter makes of the same tree as a tarball, and the tree itself is left as it was."""
+    needs_root()
+    needs_tool("tar", "zstd", "dpkg-deb", "setfacl", "unshare")
+    root = _tree_with_packages(tmp_path / "r")
+    log_file = root / "var/log/pkg.log"
+    os.chown(log_file, 33, 4)
+    log_file.chmod(0o640)
+    sh("setfacl", "-m", "u:1000:r", log_file)
+    os.setxattr(log_file, "user.origin", b"package")
+    os.utime(log_file, ns=(0, 1_600_000_000_123_456_789))
+    (root / "etc").mkdir()
+    (root / "etc/machine-id").write_text("uninitialized\n")
+    before = sh("tar", "--create", "--file=-", *TAR_CREATE_FLAGS, "--sort=name", "-C", root,
+                ".", text=False).stdout  # fmt: skip
+    tarball = tmp_path / "rootfs.tar"
+    sh("tar", "--create", f"--file={tarball}", *TAR_CREATE_FLAGS, "--mtime=@1700000000",
+       "--clamp-mtime", "--sort=name", "-C", root, ".")  # fmt: skip
+    members = {}
+    for source, name in ((root, "tree"), (tarball, "tarball")):
+        out = tmp_path / f"out-{name}"
+        out.mkdir()
+        argv = ("pack", "-v", source, "--name", "logs", "--version", "1", "-o", out)
+        assert cli(*argv) == 0, cli.err
+        covered = "2 files to empty, covered by stand-ins" in cli.err
+        assert covered == (source == root), cli.err
+        members[name] = _payload_members(Path(cli.out.strip().splitlines()[-1]), tmp_path, name)
+    ours = {m[0]: m for m in members["tree"]}
+    pkg_log = ours["./var/log/pkg.log"]
+    assert pkg_log[2:6] == (0, 0o640, 33, 4) and pkg_log[6] == 1_600_000_000.123456789
+    assert ("SCHILY.xattr.user.origin", "package") in pkg_log[8]
+    assert "SCHILY.acl.access" in dict(pkg_log[8])
+    assert ours["./etc/machine-id"][2] == 0
+    assert members["tree"] == [m for m in members["tarball"] if m[0] in ours]
+    after = sh("tar", "--create", "--file=-", *TAR_CREATE_FLAGS, "--sort=name", "-C", root,
+               ".", text=False).stdout  # fmt: skip
+    assert after == before  # the tree still has its contents, no mount is left over it
+    assert os.fsencode(root) not in Path("/proc/self/mounts").read_bytes()
 
 
 @pytest.mark.integration

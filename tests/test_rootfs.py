@@ -74,7 +74,7 @@ def test_walk_order_matches_tar_sort_name(tmp_path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("x")
     listing = io.BytesIO()
-    count, _ = walk(root, ExcludeRules(()).select(OwnedPaths()), listing)
+    count = walk(root, ExcludeRules(()).select(OwnedPaths()), listing).entries
     ours = [n for n in listing.getvalue().split(b"\0") if n]
     tar = sh("tar", "--create", "--file=-", "--sort=name", "-C", root, ".", text=False)
     theirs = [

@@ -5,6 +5,7 @@ against the parent's rootfs stream, or a full payload when the delta does not pa
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -23,8 +24,8 @@ from tmpl2deb.lock import claimed
 from tmpl2deb.metadata import DELTA, FULL
 from tmpl2deb.progress import Progress
 from tmpl2deb.pump import Output, Reader
-from tmpl2deb.run import Process, pipeline_failed, spawn
-from tmpl2deb.tarstream import Action, Filtered, Member, filter_tar
+from tmpl2deb.run import Process, pipeline_failed, run, spawn
+from tmpl2deb.tarstream import CAPTURE_LIMIT, Action, Filtered, Member, filter_tar
 from tmpl2deb.template import Template
 from tmpl2deb.unpack import check_digest, rootfs_stream
 
@@ -53,18 +54,22 @@ def zstd_argv(level: int) -> list[str]:
 def full_payload(
     source: Path, options: PayloadOptions, write: Callable[[memoryview], None]
 ) -> Filtered:
-    """Run source | filter | zstd, handing zstd's output to write(); return the filter."""
+    """Run source | filter | zstd, handing zstd's output to write(); return the filter. A tree
+    whose walk chose every entry goes from tar to zstd directly (nothing to filter)."""
     zstd = zstd_argv(options.level)
     with ExitStack() as stack:
-        read_fd, producer, decide, total = _open_source(source, options, stack)
+        rootfs_tar = _open_source(source, options, stack)
+        if rootfs_tar.direct:
+            return _direct_payload(source, rootfs_tar, zstd, write)
+        read_fd, producer = rootfs_tar.start(stack)
         compressor = stack.enter_context(spawn(zstd, stdin=subprocess.PIPE))
         drain = _Drain(compressor, write)
         stack.callback(drain.stop)  # first, on the way out: before the .deb is closed
-        progress = Progress("Packing", total)
+        progress = Progress("Packing", rootfs_tar.total)
         reader = Reader(read_fd, "rootfs", progress=progress)
         out = Output(compressor.stdin.fileno())  # format 2: the payload is hashed, not the tar
         try:
-            stream = filter_tar(reader, out, decide=decide, capture=rootfs.CAPTURED)
+            stream = filter_tar(reader, out, decide=rootfs_tar.decide, capture=rootfs.CAPTURED)
         except (BrokenPipeError, FormatError) as err:
             with contextlib.suppress(OSError):
                 compressor.stdin.close()  # lets zstd, and so the drain thread, finish
@@ -79,6 +84,49 @@ def full_payload(
         drain.join()
         compressor.wait()
     return stream
+
+
+def _direct_payload(
+    source: Path, rootfs_tar: _RootfsTar, zstd: list[str], write: Callable[[memoryview], None]
+) -> Filtered:
+    """tar | zstd with nothing in between, zstd's output handed to write()."""
+    with ExitStack() as stack:
+        tar = stack.enter_context(spawn(rootfs_tar.argv))
+        compressor = stack.enter_context(spawn(zstd, stdin=tar.stdout))
+        tar.stdout.close()  # zstd's now
+        progress = Progress("Packing", rootfs_tar.total)
+        drain = _Drain(compressor, write, lambda: progress(_written(tar)))
+        stack.callback(drain.stop)
+        drain.join()
+        progress.close()
+        with _privilege_hint():
+            stderr = tar.wait()
+        compressor.wait()
+    return _walked_stream(source, rootfs_tar, rootfs.tar_size(stderr))
+
+
+def _walked_stream(source: Path, rootfs_tar: _RootfsTar, size: int) -> Filtered:
+    """What the filter would have found in the stream of a tree packed directly."""
+    assert rootfs_tar.walked is not None
+    captured = {}
+    for name in rootfs_tar.walked.found:
+        if name in rootfs.CAPTURED:
+            path = Path(os.fsdecode(os.fsencode(source) + b"/" + name))
+            try:
+                with path.open("rb") as f:
+                    captured[name] = f.read(CAPTURE_LIMIT)
+            except OSError as err:
+                raise os_error(err, f"cannot read {path}") from err
+    return Filtered(size, None, rootfs_tar.walked.entries, captured)
+
+
+def _written(process: Process) -> int:
+    """How many bytes a process has written so far (for progress; 0 if unknown)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{process.popen.pid}/io").read_text().splitlines():
+            if line.startswith("wchar:"):
+                return int(line.split()[1])
+    return 0
 
 
 # a delta that is more than this share of the full payload does not pay off
@@ -167,14 +215,21 @@ def _full_estimate(chain: list[Template], size: int) -> float:
 def _filter_to_file(source: Path, options: PayloadOptions, path: Path) -> Filtered:
     """Write the filtered rootfs tar to PATH (the delta sends the members it inserts from it)."""
     with ExitStack() as stack:
-        read_fd, producer, decide, total = _open_source(source, options, stack)
+        rootfs_tar = _open_source(source, options, stack)
         file = stack.enter_context(path.open("wb"))
-        progress = Progress("Packing", total)
+        if rootfs_tar.direct:
+            with spawn(rootfs_tar.argv, stdout=file) as tar, _privilege_hint():
+                return _walked_stream(source, rootfs_tar, rootfs.tar_size(tar.wait()))
+        read_fd, producer = rootfs_tar.start(stack)
+        progress = Progress("Packing", rootfs_tar.total)
         reader = Reader(read_fd, "rootfs", progress=progress)
         try:
             try:
                 stream = filter_tar(
-                    reader, Output(file.fileno()), decide=decide, capture=rootfs.CAPTURED
+                    reader,
+                    Output(file.fileno()),
+                    decide=rootfs_tar.decide,
+                    capture=rootfs.CAPTURED,
                 )
             except OSError as err:
                 raise os_error(err, f"cannot write {path}") from err
@@ -211,12 +266,19 @@ def _copy_file(path: Path, write: Callable[[memoryview], None]) -> None:
 
 
 class _Drain(threading.Thread):
-    """Reads the compressor's output into the .deb while the main thread feeds it."""
+    """Reads the compressor's output into the .deb while the main thread feeds it; after()
+    runs after every piece (progress)."""
 
-    def __init__(self, process: Process, write: Callable[[memoryview], None]) -> None:
+    def __init__(
+        self,
+        process: Process,
+        write: Callable[[memoryview], None],
+        after: Callable[[], object] | None = None,
+    ) -> None:
         super().__init__(daemon=True)
         self._process = process
         self._write = write
+        self._after = after
         self.error: BaseException | None = None
         self.start()
 
@@ -227,6 +289,8 @@ class _Drain(threading.Thread):
         try:
             while n := os.readv(fd, [buf]):
                 self._write(view[:n])
+                if self._after is not None:
+                    self._after()
         except BaseException as err:  # reported by join() in the main thread
             self.error = err
             with contextlib.suppress(OSError):
@@ -247,24 +311,70 @@ class _Drain(threading.Thread):
             super().join()
 
 
-def _open_source(
-    source: Path, options: PayloadOptions, stack: ExitStack
-) -> tuple[int, Process | None, Callable[[Member], Action], int]:
-    """The readable fd of the rootfs tar stream, the process producing it, the filter rule,
-    about the size of the stream (0: unknown, a tarball). Package-owned paths that the
-    excludes leave out are named in a warning at the end."""
+@dataclass
+class _RootfsTar:
+    """How the rootfs tar stream of a source is made: GNU tar over a walked tree (argv), or
+    a tarball read as it is (argv empty); whether it needs the filter, and its rule."""
+
+    source: Path
+    argv: list[str]
+    walked: rootfs.Walked | None
+    decide: Callable[[Member], Action]
+    direct: bool  # nothing for the filter to do: tar's stream is the payload's tar
+
+    @property
+    def total(self) -> int:
+        """About the size of the stream (0: unknown, a tarball)."""
+        return self.walked.size if self.walked is not None else 0
+
+    def start(self, stack: ExitStack) -> tuple[int, Process | None]:
+        """The readable fd of the stream, and the process producing it."""
+        if self.argv:
+            tar = stack.enter_context(spawn(self.argv))
+            return tar.stdout.fileno(), tar
+        return _read_tarball(self.source, stack)
+
+
+def _open_source(source: Path, options: PayloadOptions, stack: ExitStack) -> _RootfsTar:
+    """How to make the rootfs tar stream of SOURCE. Package-owned paths that the excludes
+    leave out are named in a warning at the end."""
     selection = options.excludes.select(_owned_paths(source, options))
     stack.push(lambda failed, *_: _report_lost(selection) if failed is None else None)
-    if source.is_dir():
-        listing = stack.enter_context(tempfile.NamedTemporaryFile(prefix="tmpl2deb-list-"))  # noqa: SIM115
-        count, size = rootfs.walk(source, selection, listing)  # type: ignore[arg-type]
-        listing.flush()
-        log.debug("%d entries to pack from %s, about %d bytes of tar", count, source, size)
-        argv = rootfs.tar_create_argv(source, Path(listing.name), options.mtime)
-        tar = stack.enter_context(spawn(argv))
-        return tar.stdout.fileno(), tar, selection.emptied, size
-    read_fd, producer = _read_tarball(source, stack)
-    return read_fd, producer, selection.member, 0
+    if not source.is_dir():
+        return _RootfsTar(source, [], None, selection.member, False)
+    listing = stack.enter_context(tempfile.NamedTemporaryFile(prefix="tmpl2deb-list-"))  # noqa: SIM115
+    walked = rootfs.walk(source, selection, listing, rootfs.CAPTURED)  # type: ignore[arg-type]
+    listing.flush()
+    log.debug("%d entries to pack from %s, about %d bytes", walked.entries, source, walked.size)
+    argv = rootfs.tar_create_argv(source, Path(listing.name), options.mtime)
+    covered = _cover(source, walked.emptied, argv, stack) if walked.emptied else argv
+    direct = covered is not None
+    return _RootfsTar(source, covered or argv, walked, selection.emptied, direct)
+
+
+def _cover(source: Path, names: list[bytes], argv: list[str], stack: ExitStack) -> list[str] | None:
+    """tar's argv with the files to empty covered by empty stand-ins (root, in a mount
+    namespace of its own); None where that cannot be done: the filter empties them then."""
+    if os.geteuid() != 0 or not _mount_namespaces():
+        return None
+    directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tmpl2deb-empty-")))
+    try:
+        pairs = rootfs.make_stand_ins(source, names, directory)
+    except OSError as err:
+        log.debug("no stand-ins for the files to empty (%s): the filter empties them", err)
+        return None
+    log.debug("%d files to empty, covered by stand-ins", len(pairs))
+    return rootfs.with_stand_ins(argv, pairs)
+
+
+@functools.cache
+def _mount_namespaces() -> bool:
+    """Whether this process may make mount namespaces (not in every container)."""
+    try:
+        run(["unshare", "--mount", "--propagation=private", "true"])
+    except CommandError:
+        return False
+    return True
 
 
 def _read_tarball(source: Path, stack: ExitStack) -> tuple[int, Process | None]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import stat
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from tmpl2deb.errors import FormatError, PrivilegeError, os_error
 from tmpl2deb.excludes import DIRECTORY, Selection
@@ -39,13 +40,25 @@ CAPTURED = frozenset((*OS_RELEASE, DPKG_STATUS))
 
 
 def tar_create_argv(root: Path, file_list: Path, mtime: int) -> list[str]:
-    """GNU tar writing the entries named in file_list (NUL-separated, in order) to stdout."""
+    """GNU tar writing the entries named in file_list (NUL-separated, in order) to stdout;
+    the size of the stream is the last line it writes to stderr (tar_size)."""
     return [
         "tar", "--create", "--file=-", f"--directory={root}",
         *TAR_CREATE_FLAGS,
-        f"--mtime=@{mtime}", "--clamp-mtime",
+        f"--mtime=@{mtime}", "--clamp-mtime", "--totals",
         "--no-recursion", "--null", "--verbatim-files-from", f"--files-from={file_list}",
     ]  # fmt: skip
+
+
+_TOTALS = re.compile(r"^Total bytes written: (\d+)", re.MULTILINE)
+
+
+def tar_size(stderr: str) -> int:
+    """The size of the stream that tar --create --totals wrote, from its stderr."""
+    found = _TOTALS.findall(stderr)
+    if not found:
+        raise FormatError("tar did not report the size of the rootfs stream (--totals)")
+    return int(found[-1])
 
 
 def tar_extract_argv(dest: Path) -> list[str]:
@@ -70,10 +83,23 @@ def decompress_argv(tarball: Path) -> list[str] | None:
     return None if tool is None else [tool, "--decompress", "--stdout", os.fspath(tarball)]
 
 
-def walk(root: Path, selection: Selection, out: BinaryIO) -> tuple[int, int]:
-    """Write './name\\0' for every entry to pack, in GNU tar --sort=name order; return the count
-    and about the size of the tar (a header per entry, the data of regular files: for the
-    progress of pack).
+class Walked(NamedTuple):
+    """What walk() listed: the entries, about the size of their tar, the regular files with
+    content that the excludes empty, and which of the names asked for are listed regular
+    files."""
+
+    entries: int
+    size: int
+    emptied: list[bytes]
+    found: list[bytes]
+
+
+def walk(
+    root: Path, selection: Selection, out: BinaryIO, look_for: Container[bytes] = ()
+) -> Walked:
+    """Write './name\\0' for every entry to pack, in GNU tar --sort=name order; return the count,
+    about the size of the tar (a header per entry, the data of regular files: for the
+    progress of pack), the files to empty and the names of LOOK_FOR found as regular files.
 
     Excluded directories are not descended into, and neither are other file systems
     (their mount point itself is kept), like tar --one-file-system. What is left out is
@@ -89,8 +115,9 @@ def walk(root: Path, selection: Selection, out: BinaryIO) -> tuple[int, int]:
         return os.path.lexists(root_bytes + b"/" + name)
 
     out.write(b".\0")
-    count = 1
-    size = BLOCK
+    count, size = 1, BLOCK
+    emptied: list[bytes] = []
+    found: list[bytes] = []
     # depth first, each directory's entries sorted by name: the order of tar --sort=name
     stack = [iter(_sorted_entries(root_bytes, b""))]
     while stack:
@@ -99,7 +126,8 @@ def walk(root: Path, selection: Selection, out: BinaryIO) -> tuple[int, int]:
             stack.pop()
             continue
         child, kind = entry
-        if selection.entry(child, kind) is Action.DROP:
+        action = selection.entry(child, kind)
+        if action is Action.DROP:
             selection.dropped(child, kind == DIRECTORY, exists)
             continue
         out.write(b"./" + child + b"\0")
@@ -107,10 +135,52 @@ def walk(root: Path, selection: Selection, out: BinaryIO) -> tuple[int, int]:
         size += BLOCK
         if kind in REGULAR:
             with contextlib.suppress(OSError):  # gone meanwhile: tar says so
-                size += padded(os.lstat(root_bytes + b"/" + child).st_size)
+                length = os.lstat(root_bytes + b"/" + child).st_size
+                if action is Action.EMPTY and length:
+                    emptied.append(child)
+                else:
+                    size += padded(length)
+            if child in look_for:
+                found.append(child)
         elif kind == DIRECTORY and os.lstat(root_bytes + b"/" + child).st_dev == device:
             stack.append(iter(_sorted_entries(root_bytes, child)))
-    return count, size + 2 * BLOCK
+    return Walked(count, size + 2 * BLOCK, emptied, found)
+
+
+def make_stand_ins(root: Path, names: list[bytes], directory: Path) -> list[tuple[Path, Path]]:
+    """For each regular file NAME of root, an empty file in DIRECTORY with its owner, mode,
+    mtime and extended attributes (ACLs and capabilities among them): what GNU tar stores for
+    it when it is covered by the stand-in (with_stand_ins). Pairs (stand-in, file); OSError
+    when DIRECTORY's file system cannot hold an attribute."""
+    pairs = []
+    for number, name in enumerate(names):
+        target = Path(os.fsdecode(os.fsencode(root.absolute()) + b"/" + name))
+        info = os.lstat(target)
+        stand_in = directory / str(number)
+        fd = os.open(stand_in, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.fchown(fd, info.st_uid, info.st_gid)
+            os.fchmod(fd, stat.S_IMODE(info.st_mode))  # after chown, which clears set-id bits
+            for attribute in os.listxattr(target, follow_symlinks=False):
+                os.setxattr(fd, attribute, os.getxattr(target, attribute, follow_symlinks=False))
+            os.utime(fd, ns=(info.st_atime_ns, info.st_mtime_ns))
+        finally:
+            os.close(fd)
+        pairs.append((stand_in, target))
+    return pairs
+
+
+# In a private mount namespace, each stand-in is bind-mounted over its file, then tar runs:
+# the stream is GNU tar's own, names and extended header names included, and nothing outside
+# the namespace sees the mounts (the tree is never changed).
+_COVER = 'while [ "$1" != -- ]; do mount --bind -- "$1" "$2"; shift 2; done; shift; exec "$@"'
+
+
+def with_stand_ins(argv: list[str], pairs: list[tuple[Path, Path]]) -> list[str]:
+    """ARGV run where every file of PAIRS is covered by its stand-in (root only)."""
+    covers = [os.fspath(p) for pair in pairs for p in pair]
+    return ["unshare", "--mount", "--propagation=private", "--",
+            "sh", "-ec", _COVER, "sh", *covers, "--", *argv]  # fmt: skip
 
 
 def _sorted_entries(root: bytes, rel: bytes) -> list[tuple[bytes, int]]:

@@ -109,7 +109,7 @@ class Stage(Protocol):
 
     def abort(self) -> None: ...
 
-    def wait(self) -> None: ...
+    def wait(self) -> object: ...
 
 
 class Process:
@@ -142,8 +142,9 @@ class Process:
         if self.popen.poll() is None:
             self.popen.kill()
 
-    def wait(self) -> None:
-        """Wait for the process; raise CommandError with its stderr tail on a non-zero exit."""
+    def wait(self) -> str:
+        """Wait for the process; raise CommandError with its stderr tail on a non-zero exit,
+        else return what it wrote to stderr."""
         code = self.popen.wait()
         self._stderr.seek(0)
         text = self._stderr.read().decode(errors="replace")
@@ -153,6 +154,7 @@ class Process:
             )
         if text:
             log.debug("%s: %s", self.args[0], text.rstrip())
+        return text
 
 
 def grow_pipe(fd: int) -> None:
