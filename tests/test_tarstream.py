@@ -92,6 +92,14 @@ def test_parse_number_octal_and_base256() -> None:
     assert parse_number(b"\x80" + (8 << 30).to_bytes(11, "big")) == 8 << 30
 
 
+@pytest.mark.parametrize("field", [b"-000001\0", b"0_00001\0", b"+000001\0", b"0000089\0"])
+def test_parse_number_takes_octal_digits_only(field: bytes) -> None:
+    """What GNU tar would not read as this number is refused: a size that our check and tar
+    read differently would let them see different members in one stream."""
+    with pytest.raises(FormatError, match="bad number field"):
+        parse_number(field)
+
+
 def test_with_size_keeps_checksum_valid() -> None:
     header = make_tar(("a", "file", "abc"))[:512]
     new = with_size(header, 0)
@@ -161,6 +169,8 @@ def test_bad_checksum_is_refused() -> None:
         ([("hard", "hard", "never-seen")], "not an earlier"),
         ([("s", "sym", "/etc"), ("h", "hard", "s/shadow")], "through the symlink"),
         ([("s", "sym", "/etc"), ("s", "file", "x")], "replaces an earlier symlink"),
+        # the directory checked for the members before is a link now
+        ([("a/x", "file", "x"), ("a", "sym", "/etc"), ("a/y", "file", "y")], "through the symlink"),
     ],
 )
 def test_safety_check_refuses(members: list[tuple[str, str, str]], message: str) -> None:
