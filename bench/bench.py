@@ -4,11 +4,11 @@
 Usage: bench/bench.py [ROOTFS] [--runs N] [--work DIR]
 Without ROOTFS, a Debian minbase rootfs is built with mmdebstrap first. Each row is the
 median of N runs, the rows taking turns in each of N rounds: wall time, CPU time (user+sys
-of the whole process tree), peak memory (RSS of the whole process tree, sampled from /proc
-every 10 ms and summed over live processes, plus the growth of the machine's Shmem, where
-memory files live) and output size. Pack is compared with `tar | zstd`, unpack and
-stage+unpack with `zstd -dc | tar -x`; the `tee sha256` rows show what hashing the whole tar
-costs (format 1 did; format 2 hashes the compressed payload).
+of the whole process tree), peak RSS (of the whole process tree, sampled from /proc every
+10 ms and summed over live processes; files written to a tmpfs such as /dev/shm are not
+counted: they are the output, on every row) and output size. Pack is compared with
+`tar | zstd`, unpack and stage+unpack with `zstd -dc | tar -x`; the `tee sha256` rows show
+what hashing the whole tar costs (format 1 did; format 2 hashes the compressed payload).
 """
 
 from __future__ import annotations
@@ -52,19 +52,9 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def shmem() -> int:
-    """Shared memory in use on the machine (KiB): memfd files count here, not in any RSS."""
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("Shmem:"):
-            return int(line.split()[1])
-    return 0
-
-
 def measure(argv: list[str] | str, output: Path) -> tuple[float, float, int, int]:
-    """(wall s, cpu s, peak memory KiB, output bytes) of one run; memory is the RSS of the
-    process tree plus the growth of the machine's shared memory (memfd files)."""
+    """(wall s, cpu s, peak RSS KiB of the process tree, output bytes) of one run."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    shared = shmem()
     start = time.monotonic()
     process = subprocess.Popen(argv, shell=isinstance(argv, str), stdout=subprocess.DEVNULL)
     peak = 0
@@ -73,7 +63,7 @@ def measure(argv: list[str] | str, output: Path) -> tuple[float, float, int, int
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, tree_rss(process.pid) + max(0, shmem() - shared))
+            peak = max(peak, tree_rss(process.pid))
             time.sleep(0.01)
 
     sampler = threading.Thread(target=sample)
@@ -201,7 +191,7 @@ def report(runs: int, rootfs: Path, rows: list[Row], medians: dict[str, list[flo
     print(f"rootfs: {rootfs}  ({rootfs_tar / 2**20:.1f} MiB as tar), median of {runs} "
           "interleaved runs")  # fmt: skip
     print(
-        f"{'step':<28}{'wall s':>8}{'cpu s':>8}{'peak mem MiB':>14}{'output MiB':>12}{'ratio':>8}"
+        f"{'step':<28}{'wall s':>8}{'cpu s':>8}{'peak RSS MiB':>14}{'output MiB':>12}{'ratio':>8}"
     )
     for row in rows:
         wall, cpu, rss, size = medians[row.name]

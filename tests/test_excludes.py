@@ -91,6 +91,20 @@ def test_stream_selection_drops_below_dropped_directories_and_notes_lost_paths()
     assert selection.lost == [b"opt/big/f", b"etc/owned-hosts"]
 
 
+def test_what_is_emptied_is_known_before_the_walk() -> None:
+    """The files a tree packed directly needs stand-ins for: what entry() empties among the
+    owned paths under cleaning patterns and the literal emptying patterns."""
+    selection = ExcludeRules(DEFAULT_EXCLUDES).select(OWNED)
+    # var/log/nginx, var/log/README are emptied only as regular files (the walk checks)
+    expected = [b"etc/machine-id", b"var/cache/apt/archives/partial", b"var/log/README",
+                b"var/log/nginx", b"var/log/owned.log"]  # fmt: skip
+    assert selection.to_empty() == expected
+    kept = ExcludeRules((*DEFAULT_EXCLUDES, "~/*.log", "!/var/log/owned.log")).select(OWNED)
+    assert b"var/log/owned.log" not in (kept.to_empty() or [])
+    assert ExcludeRules(("=/var/log/*.log",)).select(OWNED).to_empty() is None
+    assert ExcludeRules(("~/opt/*",)).select(OWNED).to_empty() == [b"opt/big/f"]
+
+
 def test_cleaning_never_loses_an_owned_path() -> None:
     selection = ExcludeRules(DEFAULT_EXCLUDES).select(OWNED)
     for name in (b"var/log/nginx", b"var/log/README", b"var/log/owned.log", b"var/log/x"):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fnmatch import translate
 from pathlib import Path
@@ -24,6 +24,8 @@ from tmpl2deb.errors import MetadataError, os_error
 from tmpl2deb.tarstream import REGULAR, SYMLINK, Action, Member
 
 DIRECTORY = ord("5")
+REGULAR_FILE = ord("0")
+_WILDCARD = re.compile(r"[*?\[]")
 
 # Host leaks a template must not carry, then the logs, caches and temporary files it cleans.
 # "/x/*" acts below /x and keeps /x itself.
@@ -117,7 +119,7 @@ class ExcludeRules:
 
     def select(self, owned: OwnedPaths) -> Selection:
         """The rules applied to one rootfs, whose packages own OWNED."""
-        return Selection(self._rule(), owned)
+        return Selection(self._rule(), owned, self.patterns)
 
 
 def _body(pattern: str) -> str:
@@ -143,6 +145,9 @@ class OwnedPaths:
 
     def __len__(self) -> int:
         return len(self._paths)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._paths)
 
     def below(self, directory: bytes) -> list[bytes]:
         """The owned paths below DIRECTORY (not itself)."""
@@ -178,9 +183,15 @@ class Selection:
     """The exclude rules applied to one rootfs: keep, empty or drop each entry, and note the
     package-owned paths that a pattern dropped (a template should never lose one)."""
 
-    def __init__(self, rule: Callable[[bytes], str | None], owned: OwnedPaths) -> None:
+    def __init__(
+        self,
+        rule: Callable[[bytes], str | None],
+        owned: OwnedPaths,
+        patterns: tuple[str, ...] = (),
+    ) -> None:
         self._rule = rule
         self._owned = owned
+        self._patterns = patterns
         self._dropped: set[bytes] = set()
         self.lost: list[bytes] = []
 
@@ -196,6 +207,24 @@ class Selection:
         if name not in self._owned:
             return Action.DROP
         return Action.EMPTY if kind in REGULAR else Action.KEEP
+
+    def to_empty(self) -> list[bytes] | None:
+        """The paths this selection empties where they are regular files, found without a
+        walk: owned paths below the directory of a cleaning pattern, and emptying patterns
+        without wildcards. None when an emptying pattern has a wildcard (any file may match
+        it: only the walk can tell)."""
+        names: set[bytes] = set()
+        for pattern in self._patterns:
+            prefix, body = pattern[:1], pattern[1:]
+            literal = _WILDCARD.split(body, maxsplit=1)[0]
+            if prefix == "=":
+                if literal != body:
+                    return None
+                names.add(os.fsencode(body.strip("/")))
+            elif prefix == CLEAN:
+                directory = os.fsencode(literal[: literal.rfind("/")].strip("/"))
+                names.update(self._owned.below(directory) if directory else self._owned)
+        return sorted(n for n in names if self.entry(n, REGULAR_FILE) is Action.EMPTY)
 
     def dropped(self, name: bytes, is_dir: bool, exists: Callable[[bytes], bool]) -> None:
         """Note that NAME was left out (with all below it, for a directory)."""

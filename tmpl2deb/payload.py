@@ -69,7 +69,7 @@ def full_payload(
         reader = Reader(read_fd, "rootfs", progress=progress)
         out = Output(compressor.stdin.fileno())  # format 2: the payload is hashed, not the tar
         try:
-            stream = filter_tar(reader, out, decide=rootfs_tar.decide, capture=rootfs.CAPTURED)
+            stream = filter_tar(reader, out, decide=_decide(rootfs_tar), capture=rootfs.CAPTURED)
         except (BrokenPipeError, FormatError) as err:
             with contextlib.suppress(OSError):
                 compressor.stdin.close()  # lets zstd, and so the drain thread, finish
@@ -91,12 +91,13 @@ def _direct_payload(
 ) -> Filtered:
     """tar | zstd with nothing in between, zstd's output handed to write()."""
     with ExitStack() as stack:
-        tar = stack.enter_context(spawn(rootfs_tar.argv))
+        tar = stack.enter_context(spawn(rootfs_tar.argv, stdin=subprocess.PIPE))
         compressor = stack.enter_context(spawn(zstd, stdin=tar.stdout))
         tar.stdout.close()  # zstd's now
-        progress = Progress("Packing", rootfs_tar.total)
+        progress = Progress("Packing")
         drain = _Drain(compressor, write, lambda: progress(_written(tar)))
         stack.callback(drain.stop)
+        rootfs_tar.feed(tar, progress)
         drain.join()
         progress.close()
         with _privilege_hint():
@@ -218,8 +219,13 @@ def _filter_to_file(source: Path, options: PayloadOptions, path: Path) -> Filter
         rootfs_tar = _open_source(source, options, stack)
         file = stack.enter_context(path.open("wb"))
         if rootfs_tar.direct:
-            with spawn(rootfs_tar.argv, stdout=file) as tar, _privilege_hint():
-                return _walked_stream(source, rootfs_tar, rootfs.tar_size(tar.wait()))
+            with spawn(rootfs_tar.argv, stdin=subprocess.PIPE, stdout=file) as tar:
+                progress = Progress("Packing")
+                rootfs_tar.feed(tar, progress)
+                with _privilege_hint():
+                    size = rootfs.tar_size(tar.wait())
+                progress.close()
+            return _walked_stream(source, rootfs_tar, size)
         read_fd, producer = rootfs_tar.start(stack)
         progress = Progress("Packing", rootfs_tar.total)
         reader = Reader(read_fd, "rootfs", progress=progress)
@@ -228,7 +234,7 @@ def _filter_to_file(source: Path, options: PayloadOptions, path: Path) -> Filter
                 stream = filter_tar(
                     reader,
                     Output(file.fileno()),
-                    decide=rootfs_tar.decide,
+                    decide=_decide(rootfs_tar),
                     capture=rootfs.CAPTURED,
                 )
             except OSError as err:
@@ -313,14 +319,17 @@ class _Drain(threading.Thread):
 
 @dataclass
 class _RootfsTar:
-    """How the rootfs tar stream of a source is made: GNU tar over a walked tree (argv), or
-    a tarball read as it is (argv empty); whether it needs the filter, and its rule."""
+    """How the rootfs tar stream of a source is made: GNU tar over a tree (argv), or a
+    tarball read as it is (argv empty); whether it needs the filter, and its rule. Direct:
+    tar's stream is the payload's tar, and tar reads the list of entries from its stdin while
+    the walk writes it (feed); otherwise the tree was walked before (walked)."""
 
     source: Path
     argv: list[str]
-    walked: rootfs.Walked | None
-    decide: Callable[[Member], Action]
-    direct: bool  # nothing for the filter to do: tar's stream is the payload's tar
+    selection: Selection
+    direct: bool
+    walked: rootfs.Walked | None = None
+    covered: frozenset[bytes] = frozenset()  # the files to empty that stand-ins cover
 
     @property
     def total(self) -> int:
@@ -334,6 +343,23 @@ class _RootfsTar:
             return tar.stdout.fileno(), tar
         return _read_tarball(self.source, stack)
 
+    def feed(self, tar: Process, progress: Progress) -> None:
+        """Walk the tree into tar's list of entries (its stdin), while tar packs them."""
+        try:
+            self.walked = rootfs.walk(self.source, self.selection, tar.stdin, rootfs.CAPTURED)
+        except BrokenPipeError:
+            return  # tar stopped reading: its exit status says why
+        finally:
+            with contextlib.suppress(OSError):
+                tar.stdin.close()
+        progress.expect(self.walked.size)
+        changed = set(self.walked.emptied) - self.covered
+        if changed:
+            raise FormatError(
+                f"{self.source}: {os.fsdecode(min(changed))} got content while it was packed; "
+                "pack a root filesystem that nothing writes to"
+            )
+
 
 def _open_source(source: Path, options: PayloadOptions, stack: ExitStack) -> _RootfsTar:
     """How to make the rootfs tar stream of SOURCE. Package-owned paths that the excludes
@@ -341,15 +367,28 @@ def _open_source(source: Path, options: PayloadOptions, stack: ExitStack) -> _Ro
     selection = options.excludes.select(_owned_paths(source, options))
     stack.push(lambda failed, *_: _report_lost(selection) if failed is None else None)
     if not source.is_dir():
-        return _RootfsTar(source, [], None, selection.member, False)
+        return _RootfsTar(source, [], selection, False)
+    to_empty = selection.to_empty()
+    if to_empty is not None:
+        names = rootfs.with_content(source, to_empty)
+        argv = rootfs.tar_create_argv(source, Path("-"), options.mtime)
+        covered = _cover(source, names, argv, stack) if names else argv
+        if covered is not None:
+            return _RootfsTar(source, covered, selection, True, covered=frozenset(names))
+    # the filter's way: the walk first, its list in a file
     listing = stack.enter_context(tempfile.NamedTemporaryFile(prefix="tmpl2deb-list-"))  # noqa: SIM115
-    walked = rootfs.walk(source, selection, listing, rootfs.CAPTURED)  # type: ignore[arg-type]
+    walked = rootfs.walk(source, selection, listing, rootfs.CAPTURED)
     listing.flush()
     log.debug("%d entries to pack from %s, about %d bytes", walked.entries, source, walked.size)
     argv = rootfs.tar_create_argv(source, Path(listing.name), options.mtime)
-    covered = _cover(source, walked.emptied, argv, stack) if walked.emptied else argv
-    direct = covered is not None
-    return _RootfsTar(source, covered or argv, walked, selection.emptied, direct)
+    return _RootfsTar(source, argv, selection, False, walked)
+
+
+def _decide(rootfs_tar: _RootfsTar) -> Callable[[Member], Action]:
+    """The filter's rule: a tarball's members are chosen as they come, a walked tree's only
+    emptied."""
+    selection = rootfs_tar.selection
+    return selection.member if not rootfs_tar.argv else selection.emptied
 
 
 def _cover(source: Path, names: list[bytes], argv: list[str], stack: ExitStack) -> list[str] | None:

@@ -27,6 +27,10 @@ class Progress:
         self._due = now + LIVE_EVERY
         log.info("%s", self.line(done, now), extra={"progress": True})
 
+    def expect(self, total: int) -> None:
+        """The total is known now."""
+        self._total = total
+
     def close(self) -> None:
         """The step is over: a live line is taken off the terminal."""
         log.info("", extra={"progress": True, "progress_end": True})

@@ -9,7 +9,7 @@ import shlex
 import stat
 from collections.abc import Container, Iterable
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import IO, NamedTuple
 
 from tmpl2deb.errors import FormatError, PrivilegeError, os_error
 from tmpl2deb.excludes import DIRECTORY, Selection
@@ -95,7 +95,7 @@ class Walked(NamedTuple):
 
 
 def walk(
-    root: Path, selection: Selection, out: BinaryIO, look_for: Container[bytes] = ()
+    root: Path, selection: Selection, out: IO[bytes], look_for: Container[bytes] = ()
 ) -> Walked:
     """Write './name\\0' for every entry to pack, in GNU tar --sort=name order; return the count,
     about the size of the tar (a header per entry, the data of regular files: for the
@@ -145,6 +145,18 @@ def walk(
         elif kind == DIRECTORY and os.lstat(root_bytes + b"/" + child).st_dev == device:
             stack.append(iter(_sorted_entries(root_bytes, child)))
     return Walked(count, size + 2 * BLOCK, emptied, found)
+
+
+def with_content(root: Path, names: list[bytes]) -> list[bytes]:
+    """Those of NAMES that are regular files with content in the tree at ROOT."""
+    root_bytes = os.fsencode(root)
+    found = []
+    for name in names:
+        with contextlib.suppress(OSError):
+            info = os.lstat(root_bytes + b"/" + name)
+            if stat.S_ISREG(info.st_mode) and info.st_size:
+                found.append(name)
+    return found
 
 
 def make_stand_ins(root: Path, names: list[bytes], directory: Path) -> list[tuple[Path, Path]]:
