@@ -110,14 +110,13 @@ def _walked_stream(source: Path, rootfs_tar: _RootfsTar, size: int) -> Filtered:
     """What the filter would have found in the stream of a tree packed directly."""
     assert rootfs_tar.walked is not None
     captured = {}
-    for name in rootfs_tar.walked.found:
-        if name in rootfs.CAPTURED:
-            path = Path(os.fsdecode(os.fsencode(source) + b"/" + name))
-            try:
-                with path.open("rb") as f:
-                    captured[name] = f.read(CAPTURE_LIMIT)
-            except OSError as err:
-                raise os_error(err, f"cannot read {path}") from err
+    for name in rootfs_tar.walked.found:  # the walk looked for rootfs.CAPTURED
+        path = Path(os.fsdecode(os.fsencode(source) + b"/" + name))
+        try:
+            with path.open("rb") as f:
+                captured[name] = f.read(CAPTURE_LIMIT)
+        except OSError as err:
+            raise os_error(err, f"cannot read {path}") from err
     return Filtered(size, None, rootfs_tar.walked.entries, captured)
 
 

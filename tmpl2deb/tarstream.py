@@ -122,8 +122,9 @@ class SafetyCheck:
     def __init__(self) -> None:
         self._symlinks: set[bytes] = set()
         self._seen: set[bytes] = set()
-        # the directory of the last member, checked against the symlinks known then: the
-        # next members (sorted archives: most of them) are in the same one
+        # the directory of the last path checked, against the symlinks known then: the next
+        # members (sorted archives: most of them) are in the same one. A symlink added since
+        # cannot be on its way: the link's own check left its parent here, never longer.
         self._checked_dir: bytes | None = None
 
     def __call__(self, member: Member) -> None:
@@ -142,7 +143,6 @@ class SafetyCheck:
         self._seen.add(name)
         if member.type == SYMLINK:
             self._symlinks.add(name)
-            self._checked_dir = None  # a directory on the way may be this link now
 
     def _check_path(self, name: bytes, what: str) -> None:
         if name.startswith(b"/"):
