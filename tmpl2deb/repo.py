@@ -49,10 +49,6 @@ log = logging.getLogger(__name__)
 # -- publish ----------------------------------------------------------------------------------
 
 
-def _name(meta: TemplateMetadata) -> tuple[str, str, str]:
-    return meta.package, meta.version, meta.architecture
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -66,24 +62,26 @@ def _same_file(para: Deb822, deb: Path) -> bool:
     return para.get("Size") == str(deb.stat().st_size) and para.get("SHA256") == _sha256(deb)
 
 
-def _plan(
-    suite: Contents, debs: Sequence[Path], templates: Sequence[Template], force: bool
-) -> list[int]:
-    """Which of the templates to add (indices); refuse what the repository must not take."""
-    adding: list[int] = []
-    for i, (deb, template) in enumerate(zip(debs, templates, strict=True)):
-        meta = template.metadata
-        found = suite.find(meta.package, meta.version, meta.architecture)
-        if found is not None and _same_file(found[1], deb):
-            log.info("%s %s (%s) is already published", *_name(meta))
-            continue
-        if found is not None and not force:
+def _new_offers(suite: Contents, offers: Sequence[_Offer], force: bool, renew: str) -> list[_Offer]:
+    """The offers to add: one whose file is already published is left out; one whose version
+    the repository holds with other contents is refused unless FORCE (RENEW says what to do)."""
+    adding = []
+    for offer in offers:
+        found = suite.find(offer.package, offer.version, offer.architecture)
+        if found is not None and _same_file(found[1], offer.deb):
+            log.info("%s %s (%s) is already published", *offer.name)
+        elif found is not None and not force:
             raise InputError(
-                f"{suite.repo} already has {meta.package} {meta.version} ({meta.architecture}) "
-                f"in {suite.settings.codename} with other contents; give the template a new "
-                "--version (or --force to replace it, which consumers that built from it notice)"
+                f"{suite.repo} already has {offer.package} {offer.version} ({offer.architecture}) "
+                f"in {suite.settings.codename} with other contents; {renew}"
             )
-        adding.append(i)
+        else:
+            adding.append(offer)
+    return adding
+
+
+def _check_parents(suite: Contents, templates: Sequence[Template]) -> None:
+    """Refuse a delta whose parent is neither offered with it nor in the repository."""
     offered = {(t.metadata.package, t.metadata.version, t.metadata.architecture) for t in templates}
     for template in templates:
         meta = template.metadata
@@ -98,7 +96,6 @@ def _plan(
                 f"{suite.repo} does not hold in {suite.settings.codename}: apt could not install "
                 "it; publish the parent first (or with it)"
             )
-    return adding
 
 
 def _dependants(suite: Contents, package: str, version: str, arch: str) -> list[str]:
@@ -154,11 +151,17 @@ def publish(
     codename = codename or repostate.common_suite(metas)
     names = ", ".join(f"{m.package} {m.version}" for m in metas)
     offers = [
-        _Offer(deb, t.control, *_name(t.metadata)) for deb, t in zip(debs, templates, strict=True)
+        _Offer(deb, t.control, m.package, m.version, m.architecture)
+        for deb, t, m in zip(debs, templates, metas, strict=True)
     ]
+    renew = (
+        "give the template a new --version (or --force to replace it, which consumers that "
+        "built from it notice)"
+    )
     with _suite(repo, codename, component, offers, sign_with, retain, lock_timeout, names) as suite:
-        plan = _plan(suite, debs, templates, force)
-        _add(suite, component, [offers[i] for i in plan])
+        adding = _new_offers(suite, offers, force, renew)
+        _check_parents(suite, templates)
+        _add(suite, component, adding)
     return metas
 
 
@@ -178,6 +181,10 @@ class _Offer:
     package: str
     version: str
     architecture: str
+
+    @property
+    def name(self) -> tuple[str, str, str]:
+        return self.package, self.version, self.architecture
 
     def pool_name(self, component: str) -> str:
         source = self.control.get("Source", "").split(" ")[0] or self.package
@@ -232,29 +239,15 @@ def publish_packages(
     offers = [_read_package(deb) for deb in debs]
     names = ", ".join(f"{o.package} {o.version}" for o in offers)
     with _suite(repo, codename, component, offers, sign_with, None, lock_timeout, names) as suite:
-        adding = []
         for offer in offers:
             found = suite.find(offer.package, offer.version, offer.architecture)
             if found is not None and found[0] != component:
                 raise InputError(
                     f"{repo} has {offer.package} {offer.version} in {found[0]}, not {component}"
                 )
-            if found is not None and _same_file(found[1], offer.deb):
-                log.info("%s %s (%s) is already published", *_offer_name(offer))
-            elif found is not None and not force:
-                raise InputError(
-                    f"{repo} already has {offer.package} {offer.version} ({offer.architecture}) "
-                    f"in {codename} with other contents; build it with a new version (or "
-                    "--force to replace it)"
-                )
-            else:
-                adding.append(offer)
-        _add(suite, component, adding)
-    return [_offer_name(o) for o in offers]
-
-
-def _offer_name(offer: _Offer) -> tuple[str, str, str]:
-    return offer.package, offer.version, offer.architecture
+        renew = "build it with a new version (or --force to replace it)"
+        _add(suite, component, _new_offers(suite, offers, force, renew))
+    return [o.name for o in offers]
 
 
 @contextlib.contextmanager
@@ -293,7 +286,7 @@ def _suite(
 
 def _add(suite: Contents, component: str, offers: Sequence[_Offer]) -> None:
     for offer in offers:
-        log.info("Publishing %s %s (%s) in %s", *_offer_name(offer), suite.repo)
+        log.info("Publishing %s %s (%s) in %s", *offer.name, suite.repo)
         old = suite.find(offer.package, offer.version, offer.architecture)
         if old is not None:
             suite.drop(old[1])
