@@ -481,7 +481,7 @@ image_template_export_package_cache() {
     (
         flock 9
         sudo find "${ROOTFSDIR}/var/cache/apt/archives" -maxdepth 1 -type f -iname '*.deb' -links 1 \
-            -print0 | while IFS= read -r -d '' deb; do
+            | while IFS= read -r deb; do
             [ -f "$pc/${deb##*/}" ] && continue
             sudo ln -Pf "$deb" "$pc/" 2>/dev/null || sudo cp -n "$deb" "$pc/"
             sudo chown "$(id -u):$(id -g)" "$pc/${deb##*/}"
